@@ -1,0 +1,25 @@
+# Set-up and entry points. `make run` and `make test` work on a fresh machine: they create the
+# virtual environment first (about 3 minutes, ~6 GB, torch from the machine's wheel cache or PyPI).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup run test dvc
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1  # it pins an old requests; its real needs are in requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+run: setup  ## the paper profile's whole DAG
+	snakemake --cores all --resources gpu=1
+
+test: setup  ## unit tests and the end-to-end DAG on the CI profile (Snakemake and DVC)
+	$(PY) -m pytest -q
+
+dvc: setup  ## regenerate dvc.yaml of every profile after changing an experiment matrix
+	python -m aalp dvc && cd profiles/ci && python -m aalp dvc

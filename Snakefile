@@ -1,0 +1,34 @@
+# The AALP pipeline: prepare data -> train every (dataset, method, seed) -> attack evaluation -> report.
+# Paths, commands and parameter lists come from src/aalp/pipeline.py, which also writes dvc.yaml.
+#   paper profile:  snakemake --cores all --resources gpu=1
+#   other profiles: snakemake --cores all --resources gpu=1 --directory profiles/<name>
+from snakemake.utils import min_version, validate
+
+from aalp import config as C, pipeline as P
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+CFG = C.validate(config)  # one-line errors naming the key, before any job starts
+validate(config, schema="workflow/schemas/params.schema.json")
+DATA = CFG["data"]["dir"]
+
+
+wildcard_constraints:
+    dataset="[a-z][a-z0-9_]*",
+    method="[a-z][a-z0-9_]*",
+    seed="[0-9]+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        P.smk_targets(CFG),

@@ -1,0 +1,112 @@
+"""L-infinity attacks: FGSM, PGD on cross-entropy, CW-k (PGD on the margin loss), TRADES' KL attack,
+and AutoAttack through torchattacks.
+
+The model is always attacked in eval mode and without a Guided Dropout mask; only the input gets
+gradients (torch.autograd.grad on the input, never on the weights).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
+    """Per-sample Carlini-Wagner objective to maximise: -relu(f_y - max_{j != y} f_j + kappa)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return -F.relu(true - other + kappa)
+
+
+def _objective(kind: str, logits: torch.Tensor, y: torch.Tensor, kappa: float, clean_probs: torch.Tensor | None):
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="sum")
+    if kind == "cw":
+        return cw_margin(logits, y, kappa).sum()
+    if kind == "kl":  # TRADES: KL(p_clean || p_adv), clean probabilities fixed
+        return F.kl_div(F.log_softmax(logits, 1), clean_probs, reduction="sum")
+    raise ValueError(f"unknown attack loss {kind!r}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool = True, loss: str = "ce",
+        kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False) -> torch.Tensor:
+    """Projected gradient ascent in the L-inf ball of radius eps around x, kept in [0, 1].
+
+    loss: 'ce' (Madry), 'cw' (margin, kappa) or 'kl' (TRADES; start 0.001 * N(0, 1) as in Zhang et al.).
+    """
+    x = x.detach()
+    with eval_mode(model):
+        clean_probs = None
+        if loss == "kl":
+            with torch.no_grad(), autocast(x.device, amp):
+                clean_probs = F.softmax(model(x).float(), 1)
+            delta = 0.001 * torch.randn(x.shape, generator=generator, device=x.device)
+        elif random_start:
+            delta = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps
+        else:
+            delta = torch.zeros_like(x)
+        x_adv = (x + delta).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with autocast(x.device, amp):
+                logits = model(x_adv)
+            obj = _objective(loss, logits.float(), y, kappa, clean_probs)
+            (grad,) = torch.autograd.grad(obj, x_adv)
+            x_adv = x_adv.detach() + step * grad.sign()
+            x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def fgsm(model, x, y, *, eps: float, amp: bool = False, **_) -> torch.Tensor:
+    """One signed-gradient step of size eps from the clean point."""
+    return pgd(model, x, y, eps=eps, step=eps, steps=1, random_start=False, amp=amp)
+
+
+@dataclass(frozen=True)
+class EvalAttack:
+    """An evaluation attack by name: fgsm, pgd<k>, cw<k> or autoattack."""
+    name: str
+    kind: str
+    steps: int
+
+    @classmethod
+    def parse(cls, name: str) -> "EvalAttack":
+        m = re.fullmatch(r"(fgsm|pgd|cw|autoattack)(\d*)", name)
+        if not m or (m.group(1) in ("pgd", "cw")) != bool(m.group(2)):
+            raise ValueError(f"unknown attack {name!r}; allowed: fgsm, pgd<k>, cw<k>, autoattack")
+        return cls(name, m.group(1), int(m.group(2) or (1 if m.group(1) == "fgsm" else 0)))
+
+    def run(self, model, x, y, *, eps: float, step: float, kappa: float = 50.0, generator=None, amp: bool = False,
+            seed: int = 0) -> torch.Tensor:
+        if self.kind == "fgsm":
+            return fgsm(model, x, y, eps=eps, amp=amp)
+        if self.kind in ("pgd", "cw"):
+            return pgd(model, x, y, eps=eps, step=step, steps=self.steps, random_start=True,
+                       loss="ce" if self.kind == "pgd" else "cw", kappa=kappa, generator=generator, amp=amp)
+        return autoattack(model, x, y, eps=eps, seed=seed)
+
+
+def autoattack(model, x, y, *, eps: float, seed: int = 0) -> torch.Tensor:
+    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) from torchattacks, L-inf."""
+    import torchattacks
+
+    with eval_mode(model):
+        atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)
+        return atk(x, y).detach()

@@ -1,0 +1,112 @@
+"""`python -m aalp <stage>`: the command every Snakemake rule and DVC stage calls.
+
+It reads ./params.yaml (or --params) from the working directory of the profile, validates it
+before any work, and writes outputs relative to that directory.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import config as C
+
+log = logging.getLogger("aalp")
+
+
+def _run_dir(dataset: str, method: str, seed: int) -> Path:
+    return Path(f"runs/{dataset}/{method}/s{seed}")
+
+
+def cmd_validate(cfg, args):
+    n = sum(1 for _ in C.runs(cfg))
+    print(f"{args.params}: ok (profile {cfg['profile']}, {len(cfg['experiments'])} datasets, {n} training runs)")
+
+
+def cmd_prepare(cfg, args):
+    from . import data
+
+    if args.dataset not in cfg["datasets"]:
+        raise C.ConfigError(f"unknown dataset {args.dataset!r}; allowed values: {', '.join(cfg['datasets'])}")
+    data.prepare(cfg, args.dataset)
+
+
+def cmd_train(cfg, args):
+    from . import training
+
+    spec = C.run_spec(cfg, args.dataset, args.method, args.seed)
+    training.train(cfg, spec, _run_dir(args.dataset, args.method, args.seed))
+
+
+def cmd_evaluate(cfg, args):
+    from . import evaluation
+
+    C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
+    evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
+
+
+def cmd_report(cfg, args):
+    from . import reporting
+
+    reporting.report(cfg, args.out)
+
+
+def cmd_dvc(cfg, args):
+    from . import pipeline
+
+    text = pipeline.dvc_yaml(cfg, Path(args.params).resolve().parent)
+    target = Path(args.output)
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is stale: run `python -m aalp dvc` in {Path.cwd()}", file=sys.stderr)
+            sys.exit(1)
+        print(f"{target} is up to date")
+        return
+    target.write_text(text)
+    print(f"wrote {target}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aalp", description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: ./params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("validate", help="check params.yaml and exit").set_defaults(fn=cmd_validate)
+    s = sub.add_parser("prepare", help="download/verify or generate a dataset and write its prepared copy")
+    s.add_argument("--dataset", required=True)
+    s.set_defaults(fn=cmd_prepare)
+    for name, fn, text in (("train", cmd_train, "train one (dataset, method, seed)"),
+                           ("evaluate", cmd_evaluate, "attack one trained model and write its records and metrics")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--dataset", required=True)
+        s.add_argument("--method", required=True)
+        s.add_argument("--seed", type=int, required=True)
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("report", help="compute the report tables and render the notebooks to HTML")
+    s.add_argument("--out", default="reports")
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
+    s.add_argument("--output", default="dvc.yaml")
+    s.add_argument("--check", action="store_true")
+    s.set_defaults(fn=cmd_dvc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = C.load(args.params)
+        args.fn(cfg, args)
+    except C.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

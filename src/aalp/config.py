@@ -1,0 +1,206 @@
+"""params.yaml: loading, validation against workflow/schemas/params.schema.json, and typed views.
+
+Every entry point (the command line and the Snakefile) calls :func:`validate` before any work, so a
+bad parameter file fails in one line that names the key and the allowed values.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.json"
+
+# Which model families accept which input shapes (C, H, W).
+MODEL_SHAPES = {
+    "lenet": (1, 28, 28), "lenet_small": (1, 28, 28),
+    "resnet9": (3, 32, 32), "resnet9_small": (3, 32, 32),
+    "resnet32": (3, 32, 32), "resnet32_small": (3, 32, 32),
+}
+SOURCE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32), "cifar10": (3, 32, 32)}
+
+
+class ConfigError(ValueError):
+    """A problem in params.yaml, reported as one line naming the key."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    key = _dotted(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        where = f"{key}." if err.absolute_path else ""
+        return f"unknown key '{where}{extra[0]}'; allowed keys: {', '.join(allowed)}"
+    if v == "required":
+        return f"{key}: {err.message}"
+    if v == "enum":
+        return f"{key} = {err.instance!r} is not allowed; allowed values: {', '.join(map(str, err.validator_value))}"
+    if v == "type":
+        t = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+        return f"{key} = {err.instance!r} has the wrong type; expected {t}"
+    if v in ("minimum", "exclusiveMinimum", "maximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}[v]
+        return f"{key} = {err.instance!r} is out of range; it must be {op} {err.validator_value}"
+    if v == "propertyNames":
+        return f"{key}: name {err.instance!r} is not allowed (lower-case letters, digits and _ only)"
+    return f"{key}: {err.message}"
+
+
+def _fill_defaults(node: Any, sch: dict) -> None:
+    """Fill the schema's `default` values into `node` in place (objects only)."""
+    if not isinstance(node, dict):
+        return
+    for name, sub in sch.get("properties", {}).items():
+        if name not in node and "default" in sub:
+            node[name] = copy.deepcopy(sub["default"])
+        if name in node:
+            _fill_defaults(node[name], sub)
+    extra = sch.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in node.items():
+            if name not in sch.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def validate(params: dict, source: str = "params.yaml") -> dict:
+    """Check `params` against the schema and cross-references; return a copy with defaults filled.
+
+    Raises ConfigError with a one-line message.
+    """
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(f"{source}: {_describe(errors[0])}")
+    cfg = copy.deepcopy(params)
+    _fill_defaults(cfg, schema())
+    _check_references(cfg, source)
+    return cfg
+
+
+def _check_references(cfg: dict, source: str) -> None:
+    methods = sorted(cfg["methods"])
+    datasets = sorted(cfg["datasets"])
+    for name, exp in cfg["experiments"].items():
+        if name not in cfg["datasets"]:
+            raise ConfigError(f"{source}: experiments.{name} names an unknown dataset; allowed values: {', '.join(datasets)}")
+        for m in exp["methods"]:
+            if m not in cfg["methods"]:
+                raise ConfigError(f"{source}: experiments.{name}.methods: unknown method {m!r}; allowed values: {', '.join(methods)}")
+        shape = dataset_shape(cfg, name)
+        want = MODEL_SHAPES[exp["model"]]
+        if shape != want:
+            fits = sorted(k for k, s in MODEL_SHAPES.items() if s == shape)
+            raise ConfigError(f"{source}: experiments.{name}.model = {exp['model']!r} expects inputs {want} but dataset "
+                              f"{name!r} has shape {shape}; allowed values: {', '.join(fits)}")
+    for name, ds in cfg["datasets"].items():
+        if ds["source"] == "synthetic":
+            missing = [k for k in ("shape", "n_train", "n_test", "seed") if k not in ds]
+            if missing:
+                raise ConfigError(f"{source}: datasets.{name}: synthetic datasets need {', '.join(missing)}")
+            if tuple(ds["shape"]) not in ((1, 28, 28), (3, 32, 32)):
+                raise ConfigError(f"{source}: datasets.{name}.shape = {ds['shape']} is not allowed; allowed values: [1, 28, 28], [3, 32, 32]")
+        else:
+            extra = sorted(set(ds) - {"source"})
+            if extra:
+                raise ConfigError(f"{source}: datasets.{name}.{extra[0]} only applies to synthetic datasets")
+
+
+def dataset_shape(cfg: dict, dataset: str) -> tuple[int, int, int]:
+    ds = cfg["datasets"][dataset]
+    return tuple(ds["shape"]) if ds["source"] == "synthetic" else SOURCE_SHAPES[ds["source"]]
+
+
+def load(path: str | os.PathLike = "params.yaml") -> dict:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such parameter file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return validate(raw, str(path))
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    eps: float
+    step: float
+    steps: int
+    random_start: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run reads, resolved from params.yaml."""
+    dataset: str
+    method: str
+    seed: int
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    attack: AttackSpec
+    objective: str
+    guided_dropout: bool
+    adaptive_weight: bool
+    lam: float
+    pairing: str
+    beta: float
+    gd_mask_source: str
+    gd_rescale: bool
+
+
+def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
+    """The dataset's training attack with the method's overrides applied."""
+    spec = dict(cfg["experiments"][dataset]["attack"])
+    spec.update(cfg["methods"][method].get("attack", {}))
+    return AttackSpec(**spec)
+
+
+def run_spec(cfg: dict, dataset: str, method: str, seed: int) -> RunSpec:
+    if dataset not in cfg["experiments"]:
+        raise ConfigError(f"unknown dataset {dataset!r}; allowed values: {', '.join(sorted(cfg['experiments']))}")
+    exp = cfg["experiments"][dataset]
+    if method not in exp["methods"]:
+        raise ConfigError(f"method {method!r} is not run on {dataset}; allowed values: {', '.join(exp['methods'])}")
+    m = cfg["methods"][method]
+    return RunSpec(dataset=dataset, method=method, seed=int(seed), model=exp["model"], epochs=exp["epochs"],
+                   batch_size=exp["batch_size"], lr=float(exp["lr"]), attack=train_attack(cfg, dataset, method),
+                   objective=m["objective"], guided_dropout=m["guided_dropout"], adaptive_weight=m["adaptive_weight"],
+                   lam=float(m["lambda"]), pairing=m["pairing"], beta=float(m["beta"]),
+                   gd_mask_source=m["gd_mask_source"], gd_rescale=m["gd_rescale"])
+
+
+def runs(cfg: dict):
+    """Every (dataset, method, seed) of the experiment matrix, in a stable order."""
+    for dataset, exp in cfg["experiments"].items():
+        for method in exp["methods"]:
+            for seed in cfg["seeds"]:
+                yield dataset, method, seed
+
+
+def mirror_dir(cfg: dict) -> Path | None:
+    env = os.environ.get("AALP_DATA_MIRROR")
+    m = env if env else cfg["data"]["mirror"]
+    return Path(m) if m else None

@@ -1,0 +1,178 @@
+"""The pipeline's stages, described once: Snakemake's rules (workflow/rules/*.smk) take their paths,
+commands and parameter fingerprints from here, and `python -m aalp dvc` writes dvc.yaml from the same
+description, so the two cannot drift.
+
+All paths are relative to the working directory of a parameter profile (the repository root for the
+paper profile, profiles/<name>/ for the others).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import config as C
+
+CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inputs)
+    "prepare": ["data.py", "sources.py"],
+    "train": ["training.py", "losses.py", "models.py", "attacks.py", "data.py"],
+    "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
+    "report": ["reporting.py"],
+}
+NOTEBOOKS = ["table2"]
+PAPER_TABLES = ["table2_defense.csv"]
+
+
+@dataclass(frozen=True)
+class Template:
+    cmd: str
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+
+RUN = "runs/{dataset}/{method}/s{seed}"
+TEMPLATES = {
+    "prepare": Template("python -m aalp prepare --dataset {dataset}",
+                        tuple(f"{{data_dir}}/{{dataset}}/{a}.npy" for a in ("train_images", "train_labels", "test_images", "test_labels"))
+                        + ("{data_dir}/{dataset}/manifest.json",)),
+    "train": Template("python -m aalp train --dataset {dataset} --method {method} --seed {seed}",
+                      (f"{RUN}/model.pt", f"{RUN}/probe.parquet", f"{RUN}/run.json"), plots=(f"{RUN}/history.csv",)),
+    "evaluate": Template("python -m aalp evaluate --dataset {dataset} --method {method} --seed {seed}",
+                         (f"{RUN}/eval/records.parquet", f"{RUN}/eval/eval.json"), metrics=(f"{RUN}/eval/metrics.json",)),
+    "report": Template("python -m aalp report",
+                       ("reports/table2.ipynb", "reports/table2.html", "reports/table2.csv", "reports/table2_checks.csv")),
+}
+
+
+def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> list[str]:
+    """Exactly the params.yaml keys a stage reads (DVC `params`, Snakemake rerun fingerprint)."""
+    if stage == "prepare":
+        return [f"datasets.{dataset}"]
+    exp = f"experiments.{dataset}"
+    if stage == "train":
+        return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.attack", f"methods.{method}",
+                "training", "profile"]
+    if stage == "evaluate":
+        return [f"{exp}.model", f"{exp}.attack", f"methods.{method}", "evaluation", "training.device", "training.amp"]
+    if stage == "report":
+        return ["profile"]
+    raise ValueError(stage)
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> str:
+    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes."""
+    return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
+
+
+def repo_rel(workdir: Path | str = ".") -> str:
+    """The repository root relative to the profile's working directory ('.' or '../..')."""
+    return os.path.relpath(C.REPO_ROOT, Path(workdir).resolve())
+
+
+def code_deps(stage: str, workdir: Path | str = ".") -> list[str]:
+    root = repo_rel(workdir)
+    deps = [os.path.normpath(f"{root}/src/aalp/{f}") for f in CODE[stage]]
+    if stage == "report":
+        deps += [os.path.normpath(f"{root}/notebooks/{nb}.ipynb") for nb in NOTEBOOKS]
+        deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
+    return deps
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+    params: list[str]
+    metrics: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def all_outs(self) -> list[str]:
+        return self.outs + self.metrics + self.plots
+
+
+def _fmt(s: str, **kw) -> str:
+    return s.format(**kw)
+
+
+def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
+    """Every job of the experiment matrix, in dependency order."""
+    dd = cfg["data"]["dir"]
+    out: list[Stage] = []
+
+    def make(kind, name, deps, dataset=None, method=None, seed=None):
+        t = TEMPLATES[kind]
+        kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed)
+        return Stage(name, kind, _fmt(t.cmd, **kw), deps + code_deps(kind, workdir), [_fmt(o, **kw) for o in t.outs],
+                     stage_params(cfg, kind, dataset, method), [_fmt(o, **kw) for o in t.metrics],
+                     [_fmt(o, **kw) for o in t.plots])
+
+    used = list(cfg["experiments"])
+    for d in used:
+        out.append(make("prepare", f"prepare-{d}", [], d))
+    evals = []
+    for d, m, s in C.runs(cfg):
+        prep = out[used.index(d)]
+        train = make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s)
+        ev = make("evaluate", f"evaluate-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s)
+        out += [train, ev]
+        evals.append(ev)
+    out.append(make("report", "report", [m for e in evals for m in e.metrics]))
+    return out
+
+
+def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
+    """dvc.yaml text for the experiment matrix of `cfg`."""
+    doc = {"stages": {}}
+    for st in stages(cfg, workdir):
+        entry = {"cmd": st.cmd, "deps": st.deps}
+        if st.params:
+            entry["params"] = st.params
+        entry["outs"] = st.outs
+        if st.metrics:
+            entry["metrics"] = [{m: {"cache": False}} for m in st.metrics]
+        if st.plots:
+            entry["plots"] = [{p: {"cache": False, "x": "epoch"}} for p in st.plots]
+        doc["stages"][st.name] = entry
+    header = ("# Generated by `python -m aalp dvc` from params.yaml and src/aalp/pipeline.py: do not edit by hand.\n"
+              "# Regenerate after changing the experiment matrix (datasets, methods, seeds); tests fail if it is stale.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+# ----------------------------------------------------------------------------- Snakemake helpers
+def smk_output(kind: str, data_dir: str = "data") -> dict[str, str]:
+    """Named output patterns with Snakemake wildcards."""
+    t = TEMPLATES[kind]
+    pats = [o.replace("{data_dir}", data_dir) for o in t.outs + t.metrics + t.plots]
+    return {re.sub(r"\W", "_", Path(p).name.split(".")[0]) + f"_{i}": p for i, p in enumerate(pats)}
+
+
+def smk_shell(kind: str) -> str:
+    return re.sub(r"\{(dataset|method|seed)\}", r"{wildcards.\1}", TEMPLATES[kind].cmd)
+
+
+def smk_targets(cfg: dict) -> list[str]:
+    return [o for st in stages(cfg) for o in st.all_outs]
+
+
+def prepared(data_dir: str, dataset: str) -> list[str]:
+    return [o.format(data_dir=data_dir, dataset=dataset) for o in TEMPLATES["prepare"].outs]
+
+
+def report_inputs(cfg: dict) -> list[str]:
+    return [m for st in stages(cfg) if st.kind == "evaluate" for m in st.metrics]

@@ -1,0 +1,250 @@
+"""One training loop for every method: the method only chooses the batch (clean, adversarial or both),
+the objective and whether Guided Dropout masks the logits layer's input.
+
+Outputs of a run folder: model.pt (final weights), history.csv (per-epoch probe metrics),
+probe.parquet (per-sample probe records per epoch), run.json (seed, params, code version, device),
+checkpoints/step<N>.pt when training.checkpoint_every > 0. resume.pt holds the state to resume from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import losses, models
+from .artifacts import atomic_path, provenance, write_json
+from .attacks import autocast, eval_mode, pgd
+from .config import RunSpec
+from .data import load_prepared, to_float
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+PROBE_COLUMNS = ("clean_correct", "adv_correct", "clean_conf", "adv_conf", "clean_ce", "adv_ce", "alp")
+
+
+def select_device(pref: str = "auto") -> torch.device:
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device = cuda but no CUDA device is available")
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(pref)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_model(path: Path, model: models.Classifier, model_name: str, shape, extra: dict | None = None) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "model": model_name, "shape": list(shape),
+             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: str | Path, expect_model: str | None = None, expect_shape=None,
+               device: torch.device | str = "cpu") -> models.Classifier:
+    """Load a checkpoint written by save_model (weights_only=True); a checkpoint of another model or
+    input shape is a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, ...
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or "model" not in ck:
+        raise ValueError(f"{path}: not an aalp model checkpoint")
+    if expect_model and ck["model"] != expect_model:
+        raise ValueError(f"{path}: checkpoint holds a {ck['model']!r} model, expected {expect_model!r}")
+    if expect_shape and tuple(ck["shape"]) != tuple(expect_shape):
+        raise ValueError(f"{path}: checkpoint was trained on inputs {tuple(ck['shape'])}, expected {tuple(expect_shape)}")
+    sd = ck["state_dict"]
+    c = ck["shape"][0]
+    model = models.build(ck["model"], ck["shape"], [0.0] * c, [1.0] * c)
+    model.load_state_dict(sd)  # strict: the architecture must match exactly
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- one step
+class Trainer:
+    """Holds the model, optimiser and attack RNG of a run and performs its training steps."""
+
+    def __init__(self, spec: RunSpec, model: models.Classifier, device: torch.device, amp: bool = False,
+                 channels_last: bool = False):
+        self.spec, self.model, self.device, self.amp = spec, model, device, amp
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(device=device, memory_format=self.memory_format)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
+        self.gen = torch.Generator(device=device).manual_seed(spec.seed)
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+        a = self.spec.attack
+        return pgd(self.model, x, y, eps=a.eps, step=a.step, steps=a.steps, random_start=a.random_start,
+                   loss=loss, generator=self.gen, amp=self.amp)
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The training batch of the objective and how many clean samples lead it."""
+        kind = self.spec.objective
+        if kind == "raw":
+            return x, len(x)
+        if kind == "adv":
+            return self.attack(x, y), 0
+        x_adv = self.attack(x, y, loss="kl" if kind == "trades" else "ce")
+        return torch.cat([x, x_adv]), len(x)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        s = self.spec
+        xb, n_clean = self.batch(x, y)
+        xb = xb.contiguous(memory_format=self.memory_format)
+        self.model.train()
+        with autocast(self.device, self.amp):
+            h = self.model.features(xb)
+            if s.guided_dropout:
+                cls = losses.classification_loss(s.objective, self.model.classifier(h), y, n_clean,
+                                                 clean_only=s.gd_mask_source == "clean")
+                (g,) = torch.autograd.grad(cls, h, retain_graph=True)
+                mask = losses.guided_dropout_mask(losses.contributions(h.detach().float(), g.float()), s.gd_rescale)
+                h = h * mask.to(h.dtype)
+            logits = self.model.classifier(h)
+        loss, terms = losses.objective(s.objective, logits, y, n_clean, lam=s.lam, pairing=s.pairing, beta=s.beta,
+                                       adaptive=s.adaptive_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach(), **terms}
+
+    @torch.no_grad()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            return self.model(x.contiguous(memory_format=self.memory_format)).float()
+
+    def probe(self, x_all: torch.Tensor, y_all: torch.Tensor, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+        """Per-sample clean/adversarial (training attack) confidence, CE and ALP loss on fixed samples."""
+        gen_state = self.gen.get_state()
+        self.gen.manual_seed(seed)  # the same random starts every epoch
+        out = {k: [] for k in PROBE_COLUMNS}
+        if len(x_all) == 0:
+            return {k: np.zeros(0, dtype=np.float32) for k in PROBE_COLUMNS}
+        with eval_mode(self.model):
+            for i in range(0, len(x_all), batch_size):
+                x, y = to_float(x_all[i:i + batch_size]), y_all[i:i + batch_size]
+                lc = self._logits(x)
+                la = self._logits(self.attack(x, y))
+                out["clean_correct"].append(lc.argmax(1) == y)
+                out["adv_correct"].append(la.argmax(1) == y)
+                out["clean_conf"].append(losses.true_class_prob(lc, y))
+                out["adv_conf"].append(losses.true_class_prob(la, y))
+                out["clean_ce"].append(torch.nn.functional.cross_entropy(lc, y, reduction="none"))
+                out["adv_ce"].append(torch.nn.functional.cross_entropy(la, y, reduction="none"))
+                out["alp"].append(losses.alp_pairing(lc, la, self.spec.pairing))
+        self.gen.set_state(gen_state)
+        return {k: torch.cat(v).float().cpu().numpy() for k, v in out.items()}
+
+
+def _fingerprint(spec: RunSpec, manifest: dict, training: dict) -> str:
+    return json.dumps({"spec": dataclasses.asdict(spec), "data": manifest["sha256"],
+                       "training": {k: training[k] for k in ("amp", "channels_last", "checkpoint_every", "probe_size")}},
+                      sort_keys=True)
+
+
+def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
+    """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg["training"]
+    device = select_device(tcfg["device"])
+    data = load_prepared(cfg["data"]["dir"], spec.dataset)
+    torch.manual_seed(spec.seed)
+    model = models.build(spec.model, data.shape, data.manifest["mean"], data.manifest["std"])
+    trainer = Trainer(spec, model, device, amp=tcfg["amp"], channels_last=tcfg["channels_last"])
+    dtype = "bf16 autocast" if tcfg["amp"] else "fp32"
+    log.info("train %s/%s seed %d on %s (%s, %s) | model %s (%d params) | %s", spec.dataset, spec.method, spec.seed,
+             device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
+             models.count_parameters(model), json.dumps(dataclasses.asdict(spec)))
+
+    train_x = torch.from_numpy(data.train_x).to(device)
+    train_y = torch.from_numpy(data.train_y).to(device)
+    n_probe = min(tcfg["probe_size"], len(data.test_x))
+    probe_x = torch.from_numpy(data.test_x[:n_probe]).to(device)
+    probe_y = torch.from_numpy(data.test_y[:n_probe]).to(device)
+    n, bs = len(train_x), spec.batch_size
+    n_batches = (n + bs - 1) // bs
+    fp = _fingerprint(spec, data.manifest, tcfg)
+
+    epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
+    resume = out / "resume.pt"
+    if resume.exists():
+        st = torch.load(resume, map_location="cpu", weights_only=True)
+        if st.get("fingerprint") == fp:
+            model.load_state_dict(st["model"])
+            trainer.opt.load_state_dict(st["opt"])
+            trainer.gen.set_state(st["gen"])
+            epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
+            history, probes, sums = st["history"], st["probes"], st["sums"]
+            log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
+        else:
+            log.warning("ignoring %s: it was written with other parameters or data", resume)
+
+    def save_resume():
+        state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
+                 "gen": trainer.gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
+                 "history": history, "probes": probes, "sums": sums}
+        with atomic_path(resume) as tmp:
+            torch.save(state, tmp)
+
+    every = tcfg["checkpoint_every"]
+    bar = tqdm(total=spec.epochs * n, initial=min(spec.epochs * n, epoch * n + batch_idx * bs), unit="img", unit_scale=True,
+               desc=f"{spec.dataset}/{spec.method}/s{spec.seed}", file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10)
+    bar.update(0)
+    start = time.time()
+    while epoch < spec.epochs:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch)).to(device)
+        t0 = time.time()
+        while batch_idx < n_batches:
+            idx = perm[batch_idx * bs:(batch_idx + 1) * bs]
+            terms = trainer.step(to_float(train_x[idx]), train_y[idx])
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
+            batch_idx += 1
+            step += 1
+            bar.update(len(idx))
+            if every and step % every == 0:
+                save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
+                save_resume()
+        epoch_time = time.time() - t0
+        probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
+        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
+               **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
+               "probe_clean_acc": float(probe["clean_correct"].mean()) if n_probe else float("nan"),
+               "probe_adv_acc": float(probe["adv_correct"].mean()) if n_probe else float("nan"),
+               "probe_clean_loss": float(probe["clean_ce"].mean()) if n_probe else float("nan"),
+               "probe_adv_loss": float(probe["adv_ce"].mean()) if n_probe else float("nan"),
+               "probe_alp": float(probe["alp"].mean()) if n_probe else float("nan")}
+        history.append(row)
+        probes.append({k: torch.from_numpy(v) for k, v in probe.items()})
+        log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        epoch, batch_idx, sums = epoch + 1, 0, {}
+        save_resume()
+    bar.close()
+
+    # Final artefacts: each written atomically; model.pt last, since it marks the run as finished.
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+    frames = [pd.DataFrame({"epoch": e + 1, "sample": np.arange(n_probe), **{k: v.numpy() for k, v in p.items()}})
+              for e, p in enumerate(probes)]
+    with atomic_path(out / "probe.parquet") as tmp:
+        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+    meta = provenance(str(device), seed=spec.seed, profile=cfg["profile"], spec=dataclasses.asdict(spec),
+                      training=tcfg, data_manifest=data.manifest["sha256"], steps=step,
+                      train_seconds=round(time.time() - start, 2), final=history[-1] if history else {})
+    write_json(out / "run.json", meta)
+    save_model(out / "model.pt", model, spec.model, data.shape, {"spec": json.dumps(dataclasses.asdict(spec))})
+    resume.unlink(missing_ok=True)
+    return meta

@@ -1,0 +1,120 @@
+"""params.yaml validation: every bad input gets a one-line error naming the key, before any work."""
+import copy
+
+import pytest
+import yaml
+
+from aalp import config as C
+from conftest import REPO, run
+
+
+def check_error(params, *needles):
+    with pytest.raises(C.ConfigError) as e:
+        C.validate(params)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def test_shipped_profiles_are_valid(ci_params, paper_params):
+    for p in (ci_params, paper_params):
+        cfg = C.validate(p)
+        assert cfg["methods"]["raw"]["guided_dropout"] is False  # defaults filled from the schema
+        assert cfg["evaluation"]["cw_kappa"] == 50.0
+
+
+def test_unknown_key(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["epoch"] = 3
+    check_error(p, "unknown key 'experiments.synthetic.epoch'", "allowed keys:", "epochs", "batch_size")
+
+
+def test_unknown_top_level_key(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["trainig"] = {}
+    check_error(p, "unknown key 'trainig'", "training")
+
+
+def test_unknown_method_name(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["methods"].append("aalpp")
+    check_error(p, "experiments.synthetic.methods", "'aalpp'", "allowed values: adv, raw")
+
+
+def test_unknown_objective(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["methods"]["adv"]["objective"] = "madry"
+    check_error(p, "methods.adv.objective", "'madry'", "allowed values: raw, adv, alp, trades")
+
+
+def test_unknown_dataset_name(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["mnistt"] = p["experiments"]["synthetic"]
+    check_error(p, "experiments.mnistt", "unknown dataset", "allowed values: synthetic, synthetic_rgb")
+
+
+def test_unknown_dataset_source(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["datasets"]["synthetic"]["source"] = "imagenet"
+    check_error(p, "datasets.synthetic.source", "'imagenet'", "mnist", "cifar10")
+
+
+def test_negative_epsilon(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["attack"]["eps"] = -0.1
+    check_error(p, "experiments.synthetic.attack.eps = -0.1", ">= 0")
+
+
+def test_negative_epsilon_in_method_override(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["methods"]["adv"]["attack"] = {"eps": -1}
+    check_error(p, "methods.adv.attack.eps", ">= 0")
+
+
+def test_wrong_type(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["epochs"] = "three"
+    check_error(p, "experiments.synthetic.epochs = 'three'", "expected integer")
+
+
+def test_model_that_does_not_fit_the_dataset(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["model"] = "resnet32"
+    check_error(p, "experiments.synthetic.model = 'resnet32'", "(1, 28, 28)", "allowed values: lenet, lenet_small")
+
+
+def test_unknown_attack_name(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["evaluation"]["attacks"] = ["pgd", "fgsm"]
+    check_error(p, "evaluation.attacks.0")
+
+
+def test_method_override_of_training_attack(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["methods"]["adv"]["attack"] = {"steps": 7}
+    cfg = C.validate(p)
+    assert C.train_attack(cfg, "synthetic", "adv").steps == 7
+    assert C.train_attack(cfg, "synthetic", "raw").steps == 3
+    assert C.run_spec(cfg, "synthetic", "adv", 0).attack.eps == 0.1
+
+
+def test_cli_reports_bad_params_in_one_line_before_work(tmp_path, ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["attack"]["eps"] = -0.3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run("python -m aalp train --dataset synthetic --method raw --seed 0", tmp_path, check=False)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert lines == ["error: params.yaml: experiments.synthetic.attack.eps = -0.3 is out of range; it must be >= 0"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_snakemake_reports_bad_params(tmp_path, ci_params):
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic"]["methods"] = ["raw", "nope"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run(f"snakemake -n --cores 1 -s {REPO / 'Snakefile'}", tmp_path, check=False)
+    assert r.returncode != 0
+    assert "experiments.synthetic.methods: unknown method 'nope'; allowed values: adv, raw" in r.stdout + r.stderr

@@ -1,0 +1,85 @@
+"""The CI profile's whole DAG through Snakemake and through DVC, on copies of the repository.
+
+Checks the rendered HTML against the metrics behind it, that a second run does nothing, and that
+editing the ADV method's training-attack step count reruns only ADV's train and evaluate stages and
+the report.
+"""
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import copy_repo, run
+
+pytestmark = pytest.mark.e2e
+PROFILE = "profiles/ci"
+
+
+def _check_outputs(work):
+    cfg = yaml.safe_load((work / "params.yaml").read_text())
+    table = pd.read_csv(work / "reports" / "table2.csv")
+    html = (work / "reports" / "table2.html").read_text()
+    assert "Table 2" in html
+    for d, exp in cfg["experiments"].items():
+        for m in exp["methods"]:
+            met = json.loads((work / f"runs/{d}/{m}/s0/eval/metrics.json").read_text())
+            assert set(met["accuracy"]) == {"clean", "train", *cfg["evaluation"]["attacks"]}
+            for metric, v in met["accuracy"].items():
+                row = table[(table.dataset == d) & (table.method == m) & (table.metric == metric)]
+                assert row.ours_mean.item() == pytest.approx(v)
+                assert f"{v:.2f}" in html
+            records = pd.read_parquet(work / f"runs/{d}/{m}/s0/eval/records.parquet")
+            assert len(records) == cfg["evaluation"]["n_samples"]
+            assert met["accuracy"]["clean"] == pytest.approx(100 * (records.clean_pred == records.label).mean())
+        raw = json.loads((work / f"runs/{d}/raw/s0/eval/metrics.json").read_text())["accuracy"]
+        adv = json.loads((work / f"runs/{d}/adv/s0/eval/metrics.json").read_text())["accuracy"]
+        assert raw["clean"] > 50  # the synthetic data is learnable, well above 10% chance
+        assert adv["pgd10"] > raw["pgd10"]  # adversarial training buys robustness
+    return cfg
+
+
+def _edit_adv_steps(work):
+    p = work / "params.yaml"
+    params = yaml.safe_load(p.read_text())
+    params["methods"]["adv"]["attack"] = {"steps": 2}
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+ADV_ONLY = {"train-synthetic-adv-s0", "evaluate-synthetic-adv-s0", "train-synthetic_rgb-adv-s0",
+            "evaluate-synthetic_rgb-adv-s0", "report"}
+
+
+def _job_name(cmd):
+    m = re.match(r"python -m aalp (\w+)(?: --dataset (\w+))?(?: --method (\w+))?(?: --seed (\d+))?", cmd)
+    kind, d, meth, seed = m.groups()
+    return "-".join(x for x in (kind, d, meth, f"s{seed}" if seed else None) if x)
+
+
+def test_snakemake_dag(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    work = repo / PROFILE
+    run(f"snakemake --cores 2 --resources gpu=1 --directory {PROFILE}", repo)
+    _check_outputs(work)
+    again = run(f"snakemake -n --cores 2 --directory {PROFILE}", repo)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    _edit_adv_steps(work)
+    dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
+    jobs = {_job_name(c) for c in re.findall(r"^\s*(python -m aalp .*?)\s*$", dry.stdout, re.M)}
+    assert jobs == ADV_ONLY
+
+
+def test_dvc_dag(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    work = repo / PROFILE
+    run("dvc repro", work)
+    _check_outputs(work)
+    metrics = run("dvc metrics show --json", work)
+    assert "pgd10" in metrics.stdout
+    again = run("dvc repro", work)
+    assert "Running stage" not in again.stdout
+    _edit_adv_steps(work)
+    rerun = run("dvc repro", work)
+    ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
+    assert ran == ADV_ONLY

@@ -1,0 +1,107 @@
+import copy
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from aalp import config as C, data, training
+
+
+@pytest.fixture
+def tiny(tmp_path, ci_params, monkeypatch):
+    """A validated config on a small synthetic dataset, prepared in tmp_path (the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    p = copy.deepcopy(ci_params)
+    p["datasets"] = {"synthetic": {"source": "synthetic", "shape": [1, 28, 28], "n_train": 256, "n_test": 64, "seed": 0}}
+    p["experiments"] = {"synthetic": dict(p["experiments"]["synthetic"], epochs=2, batch_size=32)}
+    p["methods"]["aalp"] = {"objective": "alp", "guided_dropout": True, "adaptive_weight": True}
+    p["methods"]["trades"] = {"objective": "trades"}
+    p["experiments"]["synthetic"]["methods"] = ["raw", "adv", "aalp", "trades"]
+    p["training"]["probe_size"] = 32
+    cfg = C.validate(p)
+    data.prepare(cfg, "synthetic")
+    return cfg
+
+
+def _weights(path):
+    return training.load_model(path).state_dict()
+
+
+@pytest.mark.parametrize("method", ["adv", "aalp"])
+def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch, method):
+    cfg = copy.deepcopy(tiny)
+    cfg["training"]["checkpoint_every"] = 3
+    spec = C.run_spec(cfg, "synthetic", method, 0)
+    training.train(cfg, spec, tmp_path / "full")
+
+    calls = {"n": 0}
+    real_step = training.Trainer.step
+
+    def dying_step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 13:  # mid-way through epoch 2 (8 batches an epoch), after the checkpoint at step 12
+            raise KeyboardInterrupt
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(training.Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, spec, tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "resume.pt").exists() and not (tmp_path / "resumed" / "model.pt").exists()
+    monkeypatch.setattr(training.Trainer, "step", real_step)
+    training.train(cfg, spec, tmp_path / "resumed")
+
+    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha = pd.read_csv(tmp_path / "full" / "history.csv")
+    hb = pd.read_csv(tmp_path / "resumed" / "history.csv")
+    assert ha.drop(columns="epoch_seconds").equals(hb.drop(columns="epoch_seconds"))
+    assert not (tmp_path / "resumed" / "resume.pt").exists()
+    assert sorted(os.listdir(tmp_path / "full" / "checkpoints")) == [f"step{s:07d}.pt" for s in (3, 6, 9, 12, 15)]
+
+
+def test_run_records_history_probe_and_provenance(tiny, tmp_path):
+    spec = C.run_spec(tiny, "synthetic", "trades", 0)
+    meta = training.train(tiny, spec, tmp_path / "run")
+    h = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert h.epoch.tolist() == [1, 2] and {"probe_clean_acc", "probe_adv_acc", "probe_alp", "train_loss"} <= set(h)
+    probe = pd.read_parquet(tmp_path / "run" / "probe.parquet")
+    assert len(probe) == 2 * 32 and {"clean_conf", "adv_conf", "clean_ce", "adv_ce", "alp"} <= set(probe)
+    assert meta["seed"] == 0 and meta["device"] == "cpu" and meta["code_version"] and meta["spec"]["method"] == "trades"
+
+
+def test_guided_dropout_trains_only_the_kept_half_of_the_logits_layer(tiny):
+    spec = C.run_spec(tiny, "synthetic", "aalp", 0)
+    d = data.load_prepared("data", "synthetic")
+    torch.manual_seed(0)
+    from aalp import models
+
+    model = models.build(spec.model, d.shape, d.manifest["mean"], d.manifest["std"])
+    tr = training.Trainer(spec, model, torch.device("cpu"))
+    before = model.classifier.weight.detach().clone()
+    x, y = data.to_float(torch.from_numpy(d.train_x[:32])), torch.from_numpy(d.train_y[:32])
+    tr.step(x, y)
+    changed = (model.classifier.weight.detach() != before).any(0)
+    assert changed.sum().item() == model.feature_dim // 2
+
+
+def test_amp_and_channels_last_run_on_cpu(tiny, tmp_path):
+    cfg = copy.deepcopy(tiny)
+    cfg["training"].update(amp=True, channels_last=True)
+    cfg["experiments"]["synthetic"]["epochs"] = 1
+    meta = training.train(cfg, C.run_spec(cfg, "synthetic", "aalp", 0), tmp_path / "amp")
+    assert meta["training"]["amp"] is True and meta["steps"] == 8
+
+
+def test_checkpoint_of_another_model_is_refused(tiny, tmp_path):
+    cfg = copy.deepcopy(tiny)
+    cfg["experiments"]["synthetic"]["epochs"] = 1
+    training.train(cfg, C.run_spec(cfg, "synthetic", "raw", 0), tmp_path / "r")
+    with pytest.raises(ValueError, match="holds a 'lenet_small' model, expected 'lenet'"):
+        training.load_model(tmp_path / "r" / "model.pt", expect_model="lenet")
+    with pytest.raises(ValueError, match="trained on inputs"):
+        training.load_model(tmp_path / "r" / "model.pt", expect_shape=(3, 32, 32))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        training.load_model(bad)
