@@ -66,7 +66,7 @@ def test_snakemake_dag(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     _edit_adv_steps(work)
     dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
-    jobs = {_job_name(c) for c in re.findall(r"^\s*(python -m aalp .*?)\s*$", dry.stdout, re.M)}
+    jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
     assert jobs == ADV_ONLY
 
 

@@ -21,7 +21,7 @@ def test_snakemake_and_dvc_run_the_same_jobs(workdir):
     cfg = C.load(workdir / "params.yaml")
     dvc = yaml.safe_load((workdir / "dvc.yaml").read_text())["stages"]
     r = run(f"snakemake -n -p --forceall --cores 1 -s {REPO / 'Snakefile'}", workdir)
-    smk_cmds = sorted(set(re.findall(r"^\s*(python -m aalp .*?)\s*$", r.stdout, re.M)))
+    smk_cmds = sorted(set(re.findall(r"(python -m aalp [^\n]*?)\s*$", r.stdout, re.M)))
     assert smk_cmds == sorted(s["cmd"] for s in dvc.values())
     for line in re.findall(r"^\s*output: (.*)$", r.stdout, re.M):
         outs = [o.strip() for o in line.split(",")]

@@ -41,6 +41,20 @@ def eval_mode(model: torch.nn.Module):
         model.train(was)
 
 
+@contextlib.contextmanager
+def input_grad_only(model: torch.nn.Module):
+    """Eval mode with the weights frozen, so autograd records and computes nothing for them."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with eval_mode(model):
+            yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -52,7 +66,7 @@ def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool 
     loss: 'ce' (Madry), 'cw' (margin, kappa) or 'kl' (TRADES; start 0.001 * N(0, 1) as in Zhang et al.).
     """
     x = x.detach()
-    with eval_mode(model):
+    with input_grad_only(model):
         clean_probs = None
         if loss == "kl":
             with torch.no_grad(), autocast(x.device, amp):

@@ -67,6 +67,17 @@ def cmd_dvc(cfg, args):
     print(f"wrote {target}")
 
 
+def cmd_bench(cfg, args):
+    from . import benchmark as B
+
+    if args.what == "train":
+        rows = B.bench_train(cfg, args.dataset, args.methods, steps=args.steps, batch_size=args.batch_size)
+        B.print_rows(rows)
+    else:
+        res = B.bench_attack(cfg, args.dataset, args.model, steps=args.steps, batch_size=args.batch_size or 256)
+        print(B.to_json(res))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aalp", description=__doc__.splitlines()[0])
     p.add_argument("--params", default="params.yaml", help="parameter file (default: ./params.yaml)")
@@ -91,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="dvc.yaml")
     s.add_argument("--check", action="store_true")
     s.set_defaults(fn=cmd_dvc)
+    s = sub.add_parser("bench", help="speed benchmarks: training images/s per method, our PGD vs torchattacks")
+    s.add_argument("what", choices=["train", "attack"])
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--methods", nargs="+", help="train: methods to time (default: the dataset's)")
+    s.add_argument("--model", help="attack: a model.pt to attack (default: an untrained model)")
+    s.add_argument("--steps", type=int, default=20, help="train: timed steps; attack: PGD steps")
+    s.add_argument("--batch-size", type=int)
+    s.set_defaults(fn=cmd_bench)
     return p
 
 

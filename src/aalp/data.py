@@ -128,7 +128,7 @@ def make_synthetic(shape, n_train: int, n_test: int, seed: int, noise: float = 0
         for _ in range(3):
             blob = _blob(h, w, rng.uniform(7, h - 7), rng.uniform(7, w - 7), rng.uniform(1.2, 2.2),
                          rng.uniform(3.0, 6.0), rng.uniform(0, np.pi))
-            colour = rng.uniform(0.3, 1.0, size=c) if c > 1 else np.ones(1)
+            colour = rng.uniform(0.6, 1.0, size=c) if c > 1 else np.ones(1)
             protos[k] += colour[:, None, None] * blob[None]
         protos[k] /= protos[k].max()
 

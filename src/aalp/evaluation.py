@@ -110,19 +110,20 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
         acc[a] = 100.0 * float((records[f"{a}_pred"] == records.label).mean())
     sets = consistency_sets(records)
     metrics = {
-        "dataset": dataset, "method": method, "seed": seed, "n_samples": n,
+        "n_samples": n,
         "accuracy": {k: round(v, 4) for k, v in acc.items()},
         "consistent_pct_of_clean_correct": round(100.0 * float(sets.eq("consistent").sum()) /
                                                  max(1, int(sets.isin(["consistent", "inconsistent"]).sum())), 4),
         "checks": sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train")}),
-        "attack_seconds": {k: round(v, 3) for k, v in timings.items()},
     }
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "records.parquet") as tmp:
         records.to_parquet(tmp, index=False)
     write_json(out / "eval.json", provenance(str(device), seed=seed, evaluation=ecfg, eps=eps, step=step,
-                                             train_attack=vars(train_atk)))
+                                             train_attack=vars(train_atk),
+                                             dataset=dataset, method=method,
+                                             attack_seconds={k: round(v, 3) for k, v in timings.items()}))
     write_json(out / "metrics.json", metrics)
     fired = [k for k, v in metrics["checks"].items() if v]
     log.info("accuracy %s%s", " ".join(f"{k}={v:.2f}" for k, v in acc.items()),

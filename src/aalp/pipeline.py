@@ -76,9 +76,18 @@ def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str |
     return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
 
 
+def project_root(workdir: Path | str = ".") -> Path:
+    """The checkout a profile belongs to: the nearest folder at or above workdir holding the Snakefile."""
+    start = Path(workdir).resolve()
+    for p in (start, *start.parents):
+        if (p / "Snakefile").is_file() and (p / "src" / "aalp").is_dir():
+            return p
+    return C.REPO_ROOT
+
+
 def repo_rel(workdir: Path | str = ".") -> str:
-    """The repository root relative to the profile's working directory ('.' or '../..')."""
-    return os.path.relpath(C.REPO_ROOT, Path(workdir).resolve())
+    """The project root relative to the profile's working directory ('.' or '../..')."""
+    return os.path.relpath(project_root(workdir), Path(workdir).resolve())
 
 
 def code_deps(stage: str, workdir: Path | str = ".") -> list[str]:
