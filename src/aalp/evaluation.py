@@ -65,6 +65,10 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     x_all = torch.from_numpy(data.test_x[:n]).to(device)
     y_all = torch.from_numpy(data.test_y[:n]).to(device)
     eps, step = exp["attack"]["eps"], exp["attack"]["step"]
+    n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
+    if n_aa < n and n_aa % ecfg["batch_size"]:
+        raise ValueError(f"evaluation.autoattack_samples ({n_aa}) must be a multiple of evaluation.batch_size "
+                         f"({ecfg['batch_size']})")
     log.info("evaluate %s/%s seed %d on %s: %d test samples, eps %.4g, step %.4g, attacks %s (+ training attack %s)",
              dataset, method, seed, device, n, eps, step, ", ".join(a.name for a in attacks), train_atk)
 
@@ -86,13 +90,19 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
         cols["clean_conf"].append(true_class_prob(lc, y))
         for a in names:
             t = time.time()
+            if a == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
+                for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")), ("alp", float("nan"))):
+                    cols[f"{a}_{f}"].append(torch.full((len(y),), fill, device=device,
+                                                       dtype=torch.long if f == "pred" else torch.float))
+                continue
             if a == "train":
                 x_adv = pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
                             random_start=train_atk.random_start, generator=gens[a], amp=amp)
             else:
                 atk = attacks[names.index(a)]
                 x_adv = atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[a], amp=amp,
-                                seed=_attack_seed(ecfg["seed"] + seed, a) % (2**31))
+                                seed=_attack_seed(ecfg["seed"] + seed, a) % (2**31), aa_steps=ecfg["autoattack_steps"],
+                                aa_queries=ecfg["autoattack_queries"])
             timings[a] += time.time() - t
             if (x_adv - x).abs().max() > eps + 1e-6 and a != "train":
                 raise RuntimeError(f"attack {a} left the eps ball")
@@ -107,14 +117,19 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
 
     acc = {"clean": 100.0 * float((records.clean_pred == records.label).mean())}
     for a in names:
-        acc[a] = 100.0 * float((records[f"{a}_pred"] == records.label).mean())
+        rows = records if a != "autoattack" else records[records["sample"] < n_aa]
+        acc[a] = 100.0 * float((rows[f"{a}_pred"] == rows.label).mean())
+    # the AutoAttack check compares attacks on AutoAttack's own subset
+    subset = records[records["sample"] < n_aa]
+    acc_subset = {a: 100.0 * float((subset[f"{a}_pred"] == subset.label).mean()) for a in names if a != "train"}
     sets = consistency_sets(records)
     metrics = {
-        "n_samples": n,
+        "n_samples": n, "n_samples_autoattack": n_aa if "autoattack" in names else 0,
         "accuracy": {k: round(v, 4) for k, v in acc.items()},
         "consistent_pct_of_clean_correct": round(100.0 * float(sets.eq("consistent").sum()) /
                                                  max(1, int(sets.isin(["consistent", "inconsistent"]).sum())), 4),
-        "checks": sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train")}),
+        "checks": {**sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train", "autoattack")}),
+                   "autoattack_above_pgd": sanity_checks(acc_subset)["autoattack_above_pgd"]},
     }
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -144,8 +144,9 @@ def _read_svhn(root: Path, download: bool):
 def _cifar_from_mirror(mirror: Path, root: Path) -> None:
     cls = _tv("cifar10")
     archive, folder = mirror / cls.filename, mirror / cls.base_folder
+    files = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
     if folder.is_dir():
-        for name, md5 in cls.train_list + cls.test_list:
+        for name, md5 in files:
             src = folder / name
             if not src.exists():
                 raise _missing("cifar10", f"{cls.base_folder}/{name}", mirror)
@@ -153,7 +154,7 @@ def _cifar_from_mirror(mirror: Path, root: Path) -> None:
             if got != md5:
                 raise DataError(f"{src}: md5 {got} does not match cifar10's known checksum {md5}: corrupt, "
                                 f"truncated or a file of another dataset")
-        for name, _ in cls.train_list + cls.test_list:
+        for name, _ in files:
             _place(folder / name, root / cls.base_folder / name)
     elif archive.exists():
         got = _digest(archive, "md5")
@@ -163,7 +164,7 @@ def _cifar_from_mirror(mirror: Path, root: Path) -> None:
         with tempfile.TemporaryDirectory(dir=root.parent if root.parent.exists() else None) as tmp:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
-            for name, _ in cls.train_list + cls.test_list:
+            for name, _ in files:
                 _place(Path(tmp) / cls.base_folder / name, root / cls.base_folder / name)
     else:
         raise _missing("cifar10", cls.filename, mirror)
