@@ -22,4 +22,4 @@ test: setup  ## unit tests and the end-to-end DAG on the CI profile (Snakemake a
 	$(PY) -m pytest -q
 
 dvc: setup  ## regenerate dvc.yaml of every profile after changing an experiment matrix
-	python -m aalp dvc && cd profiles/ci && python -m aalp dvc
+	python -m aalp dvc && for p in profiles/*/; do (cd $$p && python -m aalp dvc); done

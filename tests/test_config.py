@@ -40,7 +40,7 @@ def test_unknown_top_level_key(ci_params):
 def test_unknown_method_name(ci_params):
     p = copy.deepcopy(ci_params)
     p["experiments"]["synthetic"]["methods"].append("aalpp")
-    check_error(p, "experiments.synthetic.methods", "'aalpp'", "allowed values: adv, raw")
+    check_error(p, "experiments.synthetic.methods", "'aalpp'", "allowed values: aalp, adv, adv_gd, alp, alp_aw, alp_gd, raw, raw_gd, trades")
 
 
 def test_unknown_objective(ci_params):
@@ -117,4 +117,4 @@ def test_snakemake_reports_bad_params(tmp_path, ci_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run(f"snakemake -n --cores 1 -s {REPO / 'Snakefile'}", tmp_path, check=False)
     assert r.returncode != 0
-    assert "experiments.synthetic.methods: unknown method 'nope'; allowed values: adv, raw" in r.stdout + r.stderr
+    assert "experiments.synthetic.methods: unknown method 'nope'; allowed values: aalp, adv, adv_gd, alp, alp_aw, alp_gd, raw, raw_gd, trades" in r.stdout + r.stderr

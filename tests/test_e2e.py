@@ -28,11 +28,11 @@ def _check_outputs(work):
             assert set(met["accuracy"]) == {"clean", "train", *cfg["evaluation"]["attacks"]}
             for metric, v in met["accuracy"].items():
                 row = table[(table.dataset == d) & (table.method == m) & (table.metric == metric)]
-                assert row.ours_mean.item() == pytest.approx(v)
+                assert row.ours_mean.item() == pytest.approx(v, abs=1e-3)
                 assert f"{v:.2f}" in html
             records = pd.read_parquet(work / f"runs/{d}/{m}/s0/eval/records.parquet")
             assert len(records) == cfg["evaluation"]["n_samples"]
-            assert met["accuracy"]["clean"] == pytest.approx(100 * (records.clean_pred == records.label).mean())
+            assert met["accuracy"]["clean"] == pytest.approx(100 * (records.clean_pred == records.label).mean(), abs=1e-3)
         acc = {m: json.loads((work / f"runs/{d}/{m}/s0/eval/metrics.json").read_text())["accuracy"]
                for m in exp["methods"]}
         assert acc["raw"]["clean"] > 50  # the synthetic data is learnable, well above 10% chance

@@ -7,16 +7,17 @@ import yaml
 from aalp import config as C, pipeline as P
 from conftest import REPO, run
 
-PROFILES = [REPO, REPO / "profiles" / "ci"]
+PROFILES = [REPO] + sorted(p.parent for p in (REPO / "profiles").glob("*/params.yaml"))
+IDS = ["paper"] + [p.name for p in PROFILES[1:]]
 
 
-@pytest.mark.parametrize("workdir", PROFILES, ids=["paper", "ci"])
+@pytest.mark.parametrize("workdir", PROFILES, ids=IDS)
 def test_committed_dvc_yaml_is_current(workdir):
     r = run("python -m aalp dvc --check", workdir, check=False)
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize("workdir", PROFILES, ids=["paper", "ci"])
+@pytest.mark.parametrize("workdir", PROFILES, ids=IDS)
 def test_snakemake_and_dvc_run_the_same_jobs(workdir):
     cfg = C.load(workdir / "params.yaml")
     dvc = yaml.safe_load((workdir / "dvc.yaml").read_text())["stages"]

@@ -105,3 +105,14 @@ def test_checkpoint_of_another_model_is_refused(tiny, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         training.load_model(bad)
+
+
+@pytest.mark.parametrize("override", [{"mixed_batch": False}, {"attack_mode": "train"}])
+def test_choice_parameters_train(tiny, tmp_path, override):
+    cfg = copy.deepcopy(tiny)
+    cfg["experiments"]["synthetic"]["epochs"] = 1
+    cfg["methods"]["aalp"].update(override)
+    spec = C.run_spec(cfg, "synthetic", "aalp", 0)
+    assert all(getattr(spec, k) == v for k, v in override.items())
+    meta = training.train(cfg, spec, tmp_path / "choice")
+    assert meta["steps"] == 8 and meta["spec"] == {**meta["spec"], **override}

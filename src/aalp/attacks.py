@@ -42,15 +42,19 @@ def eval_mode(model: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def input_grad_only(model: torch.nn.Module):
-    """Eval mode with the weights frozen, so autograd records and computes nothing for them."""
+def input_grad_only(model: torch.nn.Module, train_mode: bool = False):
+    """Eval mode (or train mode, if asked) with the weights frozen, so autograd records and computes
+    nothing for them."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
+    was = model.training
     try:
         with eval_mode(model):
+            model.train(train_mode)
             yield
     finally:
+        model.train(was)
         for p in params:
             p.requires_grad_(True)
 
@@ -60,13 +64,15 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool = True, loss: str = "ce",
-        kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False) -> torch.Tensor:
+        kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False,
+        train_mode: bool = False) -> torch.Tensor:
     """Projected gradient ascent in the L-inf ball of radius eps around x, kept in [0, 1].
 
     loss: 'ce' (Madry), 'cw' (margin, kappa) or 'kl' (TRADES; start 0.001 * N(0, 1) as in Zhang et al.).
+    train_mode: craft in train mode (batch-norm batch statistics) instead of eval mode.
     """
     x = x.detach()
-    with input_grad_only(model):
+    with input_grad_only(model, train_mode):
         clean_probs = None
         if loss == "kl":
             with torch.no_grad(), autocast(x.device, amp):

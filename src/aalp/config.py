@@ -169,6 +169,8 @@ class RunSpec:
     beta: float
     gd_mask_source: str
     gd_rescale: bool
+    mixed_batch: bool = True
+    attack_mode: str = "eval"
 
 
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
@@ -189,7 +191,8 @@ def run_spec(cfg: dict, dataset: str, method: str, seed: int) -> RunSpec:
                    batch_size=exp["batch_size"], lr=float(exp["lr"]), attack=train_attack(cfg, dataset, method),
                    objective=m["objective"], guided_dropout=m["guided_dropout"], adaptive_weight=m["adaptive_weight"],
                    lam=float(m["lambda"]), pairing=m["pairing"], beta=float(m["beta"]),
-                   gd_mask_source=m["gd_mask_source"], gd_rescale=m["gd_rescale"])
+                   gd_mask_source=m["gd_mask_source"], gd_rescale=m["gd_rescale"], mixed_batch=m["mixed_batch"],
+                   attack_mode=m["attack_mode"])
 
 
 def runs(cfg: dict):

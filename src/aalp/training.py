@@ -82,19 +82,20 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
         self.gen = torch.Generator(device=device).manual_seed(spec.seed)
 
-    def attack(self, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    def attack(self, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", train_mode: bool = False) -> torch.Tensor:
         a = self.spec.attack
         return pgd(self.model, x, y, eps=a.eps, step=a.step, steps=a.steps, random_start=a.random_start,
-                   loss=loss, generator=self.gen, amp=self.amp)
+                   loss=loss, generator=self.gen, amp=self.amp, train_mode=train_mode)
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The training batch of the objective and how many clean samples lead it."""
         kind = self.spec.objective
         if kind == "raw":
             return x, len(x)
+        train_mode = self.spec.attack_mode == "train"
         if kind == "adv":
-            return self.attack(x, y), 0
-        x_adv = self.attack(x, y, loss="kl" if kind == "trades" else "ce")
+            return self.attack(x, y, train_mode=train_mode), 0
+        x_adv = self.attack(x, y, loss="kl" if kind == "trades" else "ce", train_mode=train_mode)
         return torch.cat([x, x_adv]), len(x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -103,7 +104,10 @@ class Trainer:
         xb = xb.contiguous(memory_format=self.memory_format)
         self.model.train()
         with autocast(self.device, self.amp):
-            h = self.model.features(xb)
+            if s.mixed_batch or n_clean in (0, len(xb)):
+                h = self.model.features(xb)
+            else:  # clean and adversarial halves through the network separately (own batch-norm statistics)
+                h = torch.cat([self.model.features(xb[:n_clean]), self.model.features(xb[n_clean:])])
             if s.guided_dropout:
                 cls = losses.classification_loss(s.objective, self.model.classifier(h), y, n_clean,
                                                  clean_only=s.gd_mask_source == "clean")
