@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -39,13 +40,19 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def code_version() -> str:
-    """git describe of the source tree, '+dirty' when it has uncommitted changes; 'unknown' outside git."""
+    """git describe of the source tree ('+dirty' when it has uncommitted changes); outside git, a hash
+    of the package's source files."""
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=12"], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return f"src-sha256:{h.hexdigest()[:16]}"
 
 
 def provenance(device: str | None = None, **extra: Any) -> dict:
