@@ -11,12 +11,9 @@ import sys
 from pathlib import Path
 
 from . import config as C
+from .pipeline import run_dir as _run_dir
 
 log = logging.getLogger("aalp")
-
-
-def _run_dir(dataset: str, method: str, seed: int) -> Path:
-    return Path(f"runs/{dataset}/{method}/s{seed}")
 
 
 def cmd_validate(cfg, args):

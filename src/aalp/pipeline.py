@@ -36,6 +36,12 @@ class Template:
 
 
 RUN = "runs/{dataset}/{method}/s{seed}"
+
+
+def run_dir(dataset: str, method: str, seed: int) -> Path:
+    """The folder of one training run (model, history) and its evaluation (eval/)."""
+    return Path(RUN.format(dataset=dataset, method=method, seed=seed))
+
 TEMPLATES = {
     "prepare": Template("python -m aalp prepare --dataset {dataset}",
                         tuple(f"{{data_dir}}/{{dataset}}/{a}.npy" for a in ("train_images", "train_labels", "test_images", "test_labels"))

@@ -9,6 +9,7 @@ import pandas as pd
 
 from . import config as C
 from .artifacts import atomic_path, read_json
+from .pipeline import run_dir
 
 log = logging.getLogger(__name__)
 PAPER_DIR = C.REPO_ROOT / "paper"
@@ -24,8 +25,7 @@ def collect_metrics(cfg: dict) -> pd.DataFrame:
     """Long table of every run's accuracies: dataset, source, method, seed, metric, value (percent)."""
     rows = []
     for d, m, s in C.runs(cfg):
-        path = Path(f"runs/{d}/{m}/s{s}/eval/metrics.json")
-        met = read_json(path)
+        met = read_json(run_dir(d, m, s) / "eval" / "metrics.json")
         for metric, v in met["accuracy"].items():
             rows.append({"dataset": d, "source": cfg["datasets"][d]["source"], "method": m, "seed": s,
                          "metric": metric, "value": v})
@@ -53,7 +53,7 @@ def sanity_table(cfg: dict) -> pd.DataFrame:
     """Every sanity check of every run: dataset, method, seed, check, fired."""
     rows = []
     for d, m, s in C.runs(cfg):
-        met = read_json(f"runs/{d}/{m}/s{s}/eval/metrics.json")
+        met = read_json(run_dir(d, m, s) / "eval" / "metrics.json")
         rows += [{"dataset": d, "method": m, "seed": s, "check": k, "fired": bool(v)} for k, v in met["checks"].items()]
     return pd.DataFrame(rows, columns=["dataset", "method", "seed", "check", "fired"])
 
