@@ -1,4 +1,3 @@
-import copy
 import shutil
 import subprocess
 import sys
@@ -45,7 +44,3 @@ def copy_repo(dst: Path) -> Path:
     shutil.copytree(REPO, dst, ignore=IGNORE)
     run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm copy", dst)
     return dst
-
-
-def small_cfg(params: dict) -> dict:
-    return copy.deepcopy(params)

@@ -121,10 +121,6 @@ class Stage:
         return self.outs + self.metrics + self.plots
 
 
-def _fmt(s: str, **kw) -> str:
-    return s.format(**kw)
-
-
 def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     """Every job of the experiment matrix, in dependency order."""
     dd = cfg["data"]["dir"]
@@ -133,9 +129,9 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     def make(kind, name, deps, dataset=None, method=None, seed=None):
         t = TEMPLATES[kind]
         kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed)
-        return Stage(name, kind, _fmt(t.cmd, **kw), deps + code_deps(kind, workdir), [_fmt(o, **kw) for o in t.outs],
-                     stage_params(cfg, kind, dataset, method), [_fmt(o, **kw) for o in t.metrics],
-                     [_fmt(o, **kw) for o in t.plots])
+        return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir), [o.format(**kw) for o in t.outs],
+                     stage_params(cfg, kind, dataset, method), [o.format(**kw) for o in t.metrics],
+                     [o.format(**kw) for o in t.plots])
 
     used = list(cfg["experiments"])
     for d in used:
