@@ -15,11 +15,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-run: setup  ## the paper profile's whole DAG
+run: setup  ## the paper parameter set's whole DAG
 	snakemake --cores all --resources gpu=1
 
-test: setup  ## unit tests and the end-to-end DAG on the CI profile (Snakemake and DVC)
+test: setup  ## unit tests and the end-to-end DAG on the CI parameter set (Snakemake and DVC)
 	$(PY) -m pytest -q
 
-dvc: setup  ## regenerate dvc.yaml of every profile after changing an experiment matrix
-	python -m aalp dvc && for p in profiles/*/; do (cd $$p && python -m aalp dvc); done
+dvc: setup  ## regenerate dvc.yaml of every parameter set after changing an experiment matrix
+	python -m aalp dvc && for p in configs/*/; do (cd $$p && python -m aalp dvc); done

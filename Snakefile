@@ -1,7 +1,7 @@
 # The AALP pipeline: prepare data -> train every (dataset, method, seed) -> attack evaluation -> report.
 # Paths, commands and parameter lists come from src/aalp/pipeline.py, which also writes dvc.yaml.
-#   paper profile:  snakemake --cores all --resources gpu=1
-#   other profiles: snakemake --cores all --resources gpu=1 --directory profiles/<name>
+#   paper set:       snakemake --cores all --resources gpu=1
+#   other parameter sets: snakemake --cores all --resources gpu=1 --directory configs/<name>
 from snakemake.utils import min_version, validate
 
 from aalp import config as C, pipeline as P

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CI_PARAMS = REPO / "profiles" / "ci" / "params.yaml"
+CI_PARAMS = REPO / "configs" / "ci" / "params.yaml"
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 

@@ -14,7 +14,7 @@ import yaml
 from conftest import copy_repo, run
 
 pytestmark = pytest.mark.e2e
-PROFILE = "profiles/ci"
+PROFILE = "configs/ci"
 
 
 def _check_outputs(work):

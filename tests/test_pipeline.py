@@ -7,7 +7,7 @@ import yaml
 from aalp import config as C, pipeline as P
 from conftest import REPO, run
 
-PROFILES = [REPO] + sorted(p.parent for p in (REPO / "profiles").glob("*/params.yaml"))
+PROFILES = [REPO] + sorted(p.parent for p in (REPO / "configs").glob("*/params.yaml"))
 IDS = ["paper"] + [p.name for p in PROFILES[1:]]
 
 
@@ -62,3 +62,14 @@ def test_fingerprint_changes_only_for_the_edited_method(ci_params):
     cfg2 = C.validate(ci_params)
     after = {m: P.fingerprint(cfg2, "train", "synthetic", m) for m in ("raw", "adv")}
     assert before["raw"] == after["raw"] and before["adv"] != after["adv"]
+
+
+def test_parameter_sets_are_not_in_snakemake_profiles_folder():
+    """profiles/ is Snakemake's folder for execution profiles; parameter sets live in configs/."""
+    assert not list((REPO / "profiles").glob("**/params.yaml")), "a parameter set under profiles/"
+    sets = {p.parent.name for p in (REPO / "configs").glob("*/params.yaml")}
+    assert {"ci", "fashion"} <= sets
+    for name in sets:
+        assert (REPO / "configs" / name / "dvc.yaml").is_file()
+    assert "configs/*/" in (REPO / "Makefile").read_text()
+    assert "/configs/*/runs/" in (REPO / ".gitignore").read_text()

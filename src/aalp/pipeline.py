@@ -3,7 +3,7 @@ commands and parameter fingerprints from here, and `python -m aalp dvc` writes d
 description, so the two cannot drift.
 
 All paths are relative to the working directory of a parameter profile (the repository root for the
-paper profile, profiles/<name>/ for the others).
+paper profile, configs/<name>/ for the others).
 """
 from __future__ import annotations
 
