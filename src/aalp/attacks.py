@@ -2,7 +2,8 @@
 and AutoAttack through torchattacks.
 
 The model is always attacked in eval mode and without a Guided Dropout mask; only the input gets
-gradients (torch.autograd.grad on the input, never on the weights).
+gradients (torch.autograd.grad on the input, never on the weights). Definitions:
+docs/method.md#evaluation-attacks and docs/method.md#training-attack.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 records.parquet has one row per test sample: label, clean prediction and true-class confidence, and
 for each attack A (the evaluation attacks plus `train`, the method's training attack, which defines
 the Consistent / Inconsistent sets): A_pred, A_conf, A_ce and A_alp (ALP loss against the clean logits).
+Definitions: docs/method.md#records, #consistency-sets and #gradient-masking-checks.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training objectives of ../shared/paper/METHOD.md as small functions of logits and features."""
+"""The training objectives (docs/method.md#training-objectives) as small functions of logits and features."""
 from __future__ import annotations
 
 import torch

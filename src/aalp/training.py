@@ -1,4 +1,4 @@
-"""One training loop for every method: the method only chooses the batch (clean, adversarial or both),
+"""One training loop for every method (docs/method.md#training-step): the method only chooses the batch (clean, adversarial or both),
 the objective and whether Guided Dropout masks the logits layer's input.
 
 Outputs of a run folder: model.pt (final weights), history.csv (per-epoch probe metrics),

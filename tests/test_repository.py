@@ -1,0 +1,87 @@
+"""The repository stands on its own: no file points outside it, and the method page it points to
+covers every link and every [choice]."""
+import json
+import re
+import subprocess
+
+from conftest import REPO
+
+OUTSIDE = ("../" + "shared", "shared/" + "paper")  # split so this file does not match itself
+TEXT = {".py", ".md", ".yaml", ".yml", ".json", ".smk", ".ipynb", ".txt", ".toml", ".cfg", ".csv", ""}
+
+
+def tracked_files():
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True)
+    if out.returncode == 0 and out.stdout.strip():
+        return [REPO / f for f in out.stdout.splitlines()]
+    skip = {".git", ".venv", ".snakemake", "data", "runs", "reports", ".dvc"}
+    return [p for p in REPO.rglob("*") if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
+
+
+def test_no_file_refers_outside_the_repository():
+    offenders = []
+    for f in tracked_files():
+        if f.suffix not in TEXT or not f.is_file():
+            continue
+        text = f.read_text(errors="replace")
+        offenders += [f"{f.relative_to(REPO)}: {needle}" for needle in OUTSIDE if needle in text]
+    assert not offenders, offenders
+
+
+def _anchors(md: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for h in re.findall(r"^#{1,6} (.+)$", md, re.M):
+        out.add(re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-"))
+    return out
+
+
+def test_every_link_to_the_method_page_resolves():
+    anchors = _anchors((REPO / "docs" / "method.md").read_text())
+    links = []
+    for f in tracked_files():
+        if f.suffix in TEXT and f.is_file() and f.name != "method.md":
+            text = f.read_text(errors="replace")
+            links += [(f.name, a) for a in re.findall(r"docs/method\.md#([\w-]+)", text)]
+            # short form after a first full link in the same sentence: "#records, #consistency-sets"
+            links += [(f.name, a) for line in text.splitlines() if "docs/method.md#" in line
+                      for a in re.findall(r"(?<![\w/.])#([a-z][\w-]+)", line)]
+    assert len(links) > 20, "the schema, params.yaml and the code point to the method page"
+    missing = sorted({f"{n} -> #{a}" for n, a in links if a not in anchors})
+    assert not missing, missing
+
+
+def test_every_schema_parameter_is_documented():
+    """Each parameter of the schema says what it is and links the page that defines it."""
+    schema = json.loads((REPO / "workflow" / "schemas" / "params.schema.json").read_text())
+    undocumented = []
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            if path and path[0] in ("methods", "experiments", "$defs") or path == ("evaluation",) or path == ("training",):
+                if "docs/method.md#" not in sub.get("description", ""):
+                    undocumented.append(".".join(path + (name,)))
+            walk(sub, path + (name,))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, path + ("*",) if path else ("*",))
+
+    walk(schema["properties"]["methods"], ("methods",))
+    walk(schema["properties"]["experiments"], ("experiments",))
+    walk(schema["$defs"]["attack"], ("$defs",))
+    for sec in ("training", "evaluation"):
+        walk(schema["properties"][sec], (sec,))
+    undocumented = [u for u in undocumented if u != "training.device"]
+    assert not undocumented, undocumented
+
+
+def test_every_choice_of_params_yaml_is_on_the_method_page():
+    """Each key marked [choice] in params.yaml appears, by name, on the method page."""
+    page = (REPO / "docs" / "method.md").read_text()
+    keys = set()
+    for line in (REPO / "params.yaml").read_text().splitlines():
+        if "[choice" in line:
+            keys.update(re.findall(r"\b(lambda|pairing|gd_mask_source|gd_rescale|mixed_batch|attack_mode|epochs|"
+                                   r"batch_size|cw_kappa|augment)\b", line))
+    assert {"epochs", "batch_size", "cw_kappa"} <= keys
+    assert all(k in page for k in keys), sorted(k for k in keys if k not in page)
