@@ -118,3 +118,36 @@ def test_snakemake_reports_bad_params(tmp_path, ci_params):
     r = run(f"snakemake -n --cores 1 -s {REPO / 'Snakefile'}", tmp_path, check=False)
     assert r.returncode != 0
     assert "experiments.synthetic.methods: unknown method 'nope'; allowed values: aalp, adv, adv_gd, alp, alp_aw, alp_gd, raw, raw_gd, trades" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("where", ["experiments", "method override"])
+@pytest.mark.parametrize("key,value", [("eps", 8), ("step", 2), ("eps", 1.5)])
+def test_eps_and_step_in_pixels_are_rejected(ci_params, where, key, value):
+    """Inputs live in [0, 1]: eps 8 would mean no constraint at all."""
+    p = copy.deepcopy(ci_params)
+    if where == "experiments":
+        p["experiments"]["synthetic"]["attack"][key] = value
+        name = f"experiments.synthetic.attack.{key}"
+    else:
+        p["methods"]["adv"]["attack"] = {key: value}
+        name = f"methods.adv.attack.{key}"
+    check_error(p, f"{name} = {value}", "above 1", "8/255 as 0.0314")
+
+
+def test_eps_at_the_range_limit_is_accepted(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["methods"]["adv"]["attack"] = {"eps": 1.0, "step": 0.0314}
+    assert C.train_attack(C.validate(p), "synthetic", "adv").eps == 1.0
+
+
+@pytest.mark.parametrize("where", ["experiments", "method override"])
+@pytest.mark.parametrize("key,needle", [("step", "> 0"), ("steps", ">= 1")])
+def test_zero_step_or_steps_rejected(ci_params, where, key, needle):
+    p = copy.deepcopy(ci_params)
+    if where == "experiments":
+        p["experiments"]["synthetic"]["attack"][key] = 0
+        name = f"experiments.synthetic.attack.{key}"
+    else:
+        p["methods"]["alp"]["attack"] = {key: 0}
+        name = f"methods.alp.attack.{key}"
+    check_error(p, f"{name} = 0", needle)

@@ -56,6 +56,9 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if v == "type":
         t = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
         return f"{key} = {err.instance!r} has the wrong type; expected {t}"
+    if v == "maximum" and err.absolute_path and err.absolute_path[-1] in ("eps", "step"):
+        return (f"{key} = {err.instance!r} is above 1: inputs live in [0, 1], so {err.absolute_path[-1]} is a fraction "
+                f"of that range; write 8/255 as 0.0314, not 8")
     if v in ("minimum", "exclusiveMinimum", "maximum"):
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}[v]
         return f"{key} = {err.instance!r} is out of range; it must be {op} {err.validator_value}"
