@@ -2,6 +2,8 @@
 # Paths, commands and parameter lists come from src/aalp/pipeline.py, which also writes dvc.yaml.
 #   paper set:       snakemake --cores all --resources gpu=1
 #   other parameter sets: snakemake --cores all --resources gpu=1 --directory configs/<name>
+import sys
+
 from snakemake.utils import min_version, validate
 
 from aalp import config as C, pipeline as P
@@ -12,7 +14,11 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-CFG = C.validate(config)  # one-line errors naming the key, before any job starts
+try:
+    C.check_checkout(workflow.basedir)  # the imported aalp must be this checkout's code
+    CFG = C.validate(config)  # one-line errors naming the key, before any job starts
+except C.ConfigError as e:
+    sys.exit(f"error: {e}")
 validate(config, schema="workflow/schemas/params.schema.json")
 DATA = CFG["data"]["dir"]
 

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        C.check_checkout(C.find_checkout(Path.cwd()))  # this checkout's code, not another one's
         cfg = C.load(args.params)
         args.fn(cfg, args)
     except C.ConfigError as e:

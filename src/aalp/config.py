@@ -206,6 +206,26 @@ def runs(cfg: dict):
                 yield dataset, method, seed
 
 
+def find_checkout(start: str | os.PathLike = ".") -> Path | None:
+    """The project checkout at or above `start` (the folder holding the Snakefile and src/aalp), if any."""
+    start = Path(start).resolve()
+    for p in (start, *start.parents):
+        if (p / "Snakefile").is_file() and (p / "src" / "aalp").is_dir():
+            return p
+    return None
+
+
+def check_checkout(checkout: str | os.PathLike | None) -> None:
+    """Stop when Python imports another checkout's aalp than the project being run (two checkouts, one
+    venv): its code would run while this checkout's source files are tracked as the stages' inputs."""
+    if checkout is None:
+        return
+    checkout = Path(checkout).resolve()
+    if checkout != REPO_ROOT:
+        raise ConfigError(f"this project is {checkout} but Python imports aalp from {Path(__file__).resolve().parent}; "
+                          f"run `make setup` in {checkout} and use its .venv (source {checkout}/.venv/bin/activate)")
+
+
 def mirror_dir(cfg: dict) -> Path | None:
     env = os.environ.get("AALP_DATA_MIRROR")
     m = env if env else cfg["data"]["mirror"]

@@ -84,11 +84,7 @@ def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str |
 
 def project_root(workdir: Path | str = ".") -> Path:
     """The checkout a profile belongs to: the nearest folder at or above workdir holding the Snakefile."""
-    start = Path(workdir).resolve()
-    for p in (start, *start.parents):
-        if (p / "Snakefile").is_file() and (p / "src" / "aalp").is_dir():
-            return p
-    return C.REPO_ROOT
+    return C.find_checkout(workdir) or C.REPO_ROOT
 
 
 def repo_rel(workdir: Path | str = ".") -> str:
