@@ -23,11 +23,17 @@ def paper_params() -> dict:
 
 
 def run(cmd, cwd, check=True, env=None, timeout=1200):
-    """Run a command with the venv first on PATH; return CompletedProcess (text)."""
+    """Run a command with the venv first on PATH; return CompletedProcess (text). Inside a copy of the
+    repository, the copy's own src/ comes first on PYTHONPATH (each checkout runs its own code)."""
     import os
+
+    from aalp.config import find_checkout
 
     e = dict(os.environ)
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
+    checkout = find_checkout(cwd)
+    if checkout is not None and checkout != REPO:
+        e["PYTHONPATH"] = str(checkout / "src")
     e.update(env or {})
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=e, timeout=timeout, shell=isinstance(cmd, str))
     if check and p.returncode != 0:

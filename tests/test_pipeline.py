@@ -21,6 +21,8 @@ def test_committed_dvc_yaml_is_current(workdir):
 def test_snakemake_and_dvc_run_the_same_jobs(workdir):
     cfg = C.load(workdir / "params.yaml")
     dvc = yaml.safe_load((workdir / "dvc.yaml").read_text())["stages"]
+    assert next(iter(dvc)) == P.MATRIX_STAGE  # DVC's own guard against a stale matrix; Snakemake needs none
+    dvc.pop(P.MATRIX_STAGE)
     r = run(f"snakemake -n -p --forceall --cores 1 -s {REPO / 'Snakefile'}", workdir)
     smk_cmds = sorted(set(re.findall(r"(python -m aalp [^\n]*?)\s*$", r.stdout, re.M)))
     assert smk_cmds == sorted(s["cmd"] for s in dvc.values())
@@ -73,3 +75,30 @@ def test_parameter_sets_are_not_in_snakemake_profiles_folder():
         assert (REPO / "configs" / name / "dvc.yaml").is_file()
     assert "configs/*/" in (REPO / "Makefile").read_text()
     assert "/configs/*/runs/" in (REPO / ".gitignore").read_text()
+
+
+def test_adding_a_seed_snakemake_follows_and_dvc_stops_until_regenerated(tmp_path):
+    """Never a silent run of the old matrix: Snakemake derives its DAG from params.yaml; DVC's first
+    stage stops with one line until dvc.yaml is regenerated, and then runs the new seed's stages."""
+    from conftest import copy_repo
+
+    repo = copy_repo(tmp_path / "repo")
+    work = repo / "configs" / "ci"
+    p = work / "params.yaml"
+    p.write_text(p.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+
+    dry = run(f"snakemake -n -p --cores 1 -s {repo / 'Snakefile'}", work)
+    assert "python -m aalp train --dataset synthetic --method adv --seed 1" in dry.stdout
+
+    r = run("dvc repro", work, check=False)
+    assert r.returncode != 0
+    line = [ln for ln in (r.stdout + r.stderr).splitlines() if "does not match" in ln]
+    assert len(line) == 1 and "python -m aalp dvc" in line[0] and "lacks 22 stage(s)" in line[0], r.stderr
+    assert "the experiment matrix changed" in line[0]
+    assert "Running stage 'prepare-" not in r.stdout and not (work / "data").exists()  # nothing else ran
+
+    run("python -m aalp dvc", work)
+    r = run("dvc repro train-synthetic-raw-s1", work)  # the new seed's stage exists and runs
+    ran = set(re.findall(r"Running stage '([^']+)'", r.stdout))
+    assert ran == {"matrix-check", "prepare-synthetic", "train-synthetic-raw-s1"}
+    assert (work / "runs" / "synthetic" / "raw" / "s1" / "model.pt").exists()

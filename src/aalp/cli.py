@@ -52,12 +52,28 @@ def cmd_report(cfg, args):
 def cmd_dvc(cfg, args):
     from . import pipeline
 
+    import yaml
+
     text = pipeline.dvc_yaml(cfg, Path(args.params).resolve().parent)
     target = Path(args.output)
     if args.check:
         if not target.exists() or target.read_text() != text:
-            print(f"{target} is stale: run `python -m aalp dvc` in {Path.cwd()}", file=sys.stderr)
+            want = set(yaml.safe_load(text)["stages"])
+            have = set((yaml.safe_load(target.read_text()) or {}).get("stages", {})) if target.exists() else set()
+            new, gone = sorted(want - have), sorted(have - want)
+            what = "; ".join(f"{label} {len(s)} stage(s): {', '.join(s[:3])}{', ...' if len(s) > 3 else ''}"
+                             for label, s in (("it lacks", new), ("it has extra", gone)) if s) or "same stages, other details"
+            cause = "the experiment matrix changed" if new or gone else "the stage description changed"
+            print(f"error: {target} does not match {args.params} ({cause}; "
+                  f"{what}): regenerate it with `python -m aalp dvc` in {Path.cwd()} (or `make dvc`), then rerun",
+                  file=sys.stderr)
             sys.exit(1)
+        if args.stamp:
+            from .artifacts import atomic_path
+
+            Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(Path(args.stamp)) as tmp:
+                Path(tmp).write_text(f"{target} matches {args.params}\n")
         print(f"{target} is up to date")
         return
     target.write_text(text)
@@ -98,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
     s.add_argument("--output", default="dvc.yaml")
     s.add_argument("--check", action="store_true")
+    s.add_argument("--stamp", help="with --check: write this file when dvc.yaml is current (the matrix-check stage)")
     s.set_defaults(fn=cmd_dvc)
     s = sub.add_parser("bench", help="speed benchmarks: training images/s per method, our PGD vs torchattacks")
     s.add_argument("what", choices=["train", "attack"])

@@ -143,11 +143,24 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     return out
 
 
+MATRIX_STAGE = "matrix-check"
+MATRIX_STAMP = "runs/dvc_matrix.ok"
+
+
 def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
-    """dvc.yaml text for the experiment matrix of `cfg`."""
-    doc = {"stages": {}}
+    """dvc.yaml text for the experiment matrix of `cfg`.
+
+    Its first stage, matrix-check, reruns whenever params.yaml changes and stops `dvc repro` with one
+    line when the matrix (datasets, methods, seeds) no longer matches this file; every prepare stage
+    depends on its stamp (constant content, so a passing check reruns nothing downstream)."""
+    root = repo_rel(workdir)
+    doc = {"stages": {MATRIX_STAGE: {
+        "cmd": f"python -m aalp dvc --check --stamp {MATRIX_STAMP}",
+        "deps": ["params.yaml"] + [os.path.normpath(f"{root}/src/aalp/{f}") for f in ("pipeline.py", "config.py")],
+        "outs": [{MATRIX_STAMP: {"cache": False}}]}}}
     for st in stages(cfg, workdir):
-        entry = {"cmd": st.cmd, "deps": st.deps}
+        deps = st.deps + [MATRIX_STAMP] if st.kind == "prepare" else st.deps
+        entry = {"cmd": st.cmd, "deps": deps}
         if st.params:
             entry["params"] = st.params
         entry["outs"] = st.outs
