@@ -180,3 +180,41 @@ def test_fashion_mnist_from_the_debian_mirror(tmp_path):
     tx, ty, vx, vy = sources.fetch("fashion_mnist", tmp_path / "raw", mirror=FMNIST, download=False)
     assert tx.shape == (60000, 1, 28, 28) and vx.shape == (10000, 1, 28, 28)
     assert np.bincount(ty).tolist() == [6000] * 10 and np.bincount(vy).tolist() == [1000] * 10
+
+
+OFFLINE_PARAMS = """profile: offline
+seeds: [0]
+data: {dir: data, raw_dir: data/raw, mirror: null, download: true}
+datasets: {mnist: {source: mnist}, svhn: {source: svhn}, cifar10: {source: cifar10}}
+experiments:
+  mnist: {model: lenet, epochs: 1, batch_size: 50, lr: 1.0e-4, methods: [raw],
+          attack: {eps: 0.3, step: 0.01, steps: 40, random_start: true}}
+methods: {raw: {objective: raw}}
+training: {device: cpu, amp: false, channels_last: false, checkpoint_every: 0, probe_size: 10}
+evaluation: {attacks: [fgsm], batch_size: 100, n_samples: 10}
+"""
+NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",  # a closed port:
+              "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",  # fails at once
+              "no_proxy": "", "NO_PROXY": "", "AALP_DATA_MIRROR": ""}
+
+
+@pytest.mark.parametrize("source", ["mnist", "svhn", "cifar10"])
+def test_failed_download_is_one_line_naming_the_files(tmp_path, source):
+    """Offline `prepare`: no torchvision traceback or retry chatter, one line with every expected file,
+    its md5 and both ways to provide it; -v keeps the traceback."""
+    from conftest import run
+
+    (tmp_path / "params.yaml").write_text(OFFLINE_PARAMS)
+    r = run(f"python -m aalp prepare --dataset {source}", tmp_path, check=False, env=NO_NETWORK)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "Failed to download" not in r.stdout + r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and r.stdout == ""
+    line = errors[0]
+    assert "download failed" in line and "data.mirror" in line and "AALP_DATA_MIRROR" in line
+    for name, md5sum in sources.expected_files(source):
+        assert f"{name} (md5 {md5sum})" in line
+    assert len(sources.expected_files(source)) == {"mnist": 4, "svhn": 2, "cifar10": 1}[source]
+
+    verbose = run(f"python -m aalp -v prepare --dataset {source}", tmp_path, check=False, env=NO_NETWORK)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr

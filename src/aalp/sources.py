@@ -6,9 +6,13 @@ first and never touches the network; without one, torchvision downloads (and che
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
+import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 SOURCES = ("mnist", "fashion_mnist", "svhn", "cifar10")
 EXPECTED_COUNTS = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "svhn": (73257, 26032),
                    "cifar10": (50000, 10000)}
@@ -65,10 +70,49 @@ def _place(src: Path, dst: Path, transform=None) -> None:
             os.unlink(tmp)
 
 
+def expected_files(source: str) -> list[tuple[str, str]]:
+    """The official files of `source` (name, md5) that a mirror folder holds."""
+    cls = _tv(source)
+    if source in ("mnist", "fashion_mnist"):
+        return [(name, md5) for name, md5 in cls.resources]
+    if source == "svhn":
+        return [(cls.split_list[s][1], cls.split_list[s][2]) for s in ("train", "test")]
+    return [(cls.filename, cls.tgz_md5)]
+
+
+def _files_text(source: str) -> str:
+    return ", ".join(f"{name} (md5 {md5})" for name, md5 in expected_files(source))
+
+
 def _missing(source: str, name: str, mirror: Path | None) -> DataError:
     where = f"in the mirror {mirror}" if mirror else "locally (no mirror configured)"
-    return DataError(f"{name}: not found {where} and downloading is off; place the official {source} file there "
-                     f"(data.mirror in params.yaml or AALP_DATA_MIRROR) or set data.download: true")
+    return DataError(f"{name}: not found {where} and downloading is off; {source} needs {_files_text(source)}: put them "
+                     f"in a folder named by data.mirror in params.yaml or by AALP_DATA_MIRROR, or set data.download: true")
+
+
+def _download(source: str, read):
+    """Run torchvision's download-and-read `read()`; a failed download (offline, blocked, server down)
+    becomes one line naming the files to provide. Its progress prints are hidden unless logging is at
+    DEBUG (`python -m aalp -v`), which also keeps the traceback."""
+    verbose = log.isEnabledFor(logging.DEBUG)
+    sink = io.StringIO()
+    quiet = contextlib.nullcontext() if verbose else contextlib.ExitStack()
+    if not verbose:
+        quiet.enter_context(contextlib.redirect_stdout(sink))
+        quiet.enter_context(contextlib.redirect_stderr(sink))
+    try:
+        with quiet:
+            return read()
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision raises RuntimeError
+        text = " ".join(str(e).split())
+        inner = re.search(r"<urlopen error [^>]*>", text)
+        reason = inner.group(0) if inner else (text[:160] or type(e).__name__)
+        err = DataError(f"{source}: download failed ({reason}); it needs {_files_text(source)}: on an offline machine "
+                        f"put them in a folder named by data.mirror in params.yaml or by the environment variable "
+                        f"AALP_DATA_MIRROR (they are checksum-verified)")
+        if verbose:
+            raise err from e
+        raise err from None
 
 
 # ----------------------------------------------------------------------------- MNIST family (IDX .gz)
@@ -182,6 +226,10 @@ def _read_cifar(root: Path, download: bool):
 
 
 # ----------------------------------------------------------------------------- entry point
+def _read(source: str, read, downloading: bool):
+    return _download(source, read) if downloading else read()
+
+
 def fetch(source: str, raw_dir: str | Path, mirror: str | Path | None = None, download: bool = True):
     """(train_x, train_y, test_x, test_y) of `source` from the mirror, files already in raw_dir, or the
     network (torchvision, only when download is True)."""
@@ -197,19 +245,19 @@ def fetch(source: str, raw_dir: str | Path, mirror: str | Path | None = None, do
             _idx_from_mirror(source, mirror, raw_dir / _tv(source).__name__ / "raw")
         elif not download and not (raw_dir / _tv(source).__name__ / "raw").is_dir():
             raise _missing(source, _tv(source).resources[0][0], None)
-        arrays = _read_mnist_like(source, raw_dir, download and not mirror)
+        arrays = _read(source, lambda: _read_mnist_like(source, raw_dir, download and not mirror), download and not mirror)
     elif source == "svhn":
         if mirror:
             _svhn_from_mirror(mirror, raw_dir)
         elif not download and not (raw_dir / "train_32x32.mat").exists():
             raise _missing(source, "train_32x32.mat", None)
-        arrays = _read_svhn(raw_dir, download and not mirror)
+        arrays = _read(source, lambda: _read_svhn(raw_dir, download and not mirror), download and not mirror)
     else:
         if mirror:
             _cifar_from_mirror(mirror, raw_dir)
         elif not download and not (raw_dir / _tv("cifar10").base_folder).is_dir():
             raise _missing(source, _tv("cifar10").filename, None)
-        arrays = _read_cifar(raw_dir, download and not mirror)
+        arrays = _read(source, lambda: _read_cifar(raw_dir, download and not mirror), download and not mirror)
     n_train, n_test = EXPECTED_COUNTS[source]
     if len(arrays[0]) != n_train or len(arrays[2]) != n_test:
         raise DataError(f"{source}: read {len(arrays[0])} train / {len(arrays[2])} test images, expected "
