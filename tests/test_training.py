@@ -28,10 +28,11 @@ def _weights(path):
     return training.load_model(path).state_dict()
 
 
-@pytest.mark.parametrize("method", ["adv", "aalp"])
-def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method,aug", [("adv", "none"), ("aalp", "none"), ("adv", "crop_flip")])
+def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch, method, aug):
     cfg = copy.deepcopy(tiny)
     cfg["training"].update(checkpoint_every=3, device="cpu")  # bitwise equality is promised on CPU
+    cfg["experiments"]["synthetic"]["augment"] = aug
     spec = C.run_spec(cfg, "synthetic", method, 0)
     training.train(cfg, spec, tmp_path / "full")
 
@@ -116,3 +117,57 @@ def test_choice_parameters_train(tiny, tmp_path, override):
     assert all(getattr(spec, k) == v for k, v in override.items())
     meta = training.train(cfg, spec, tmp_path / "choice")
     assert meta["steps"] == 8 and meta["spec"] == {**meta["spec"], **override}
+
+
+def test_crop_at_worked_by_hand():
+    x = (torch.arange(16.0) + 1).reshape(1, 1, 4, 4)  # rows 1-4, 5-8, 9-12, 13-16
+    t = torch.tensor
+    assert torch.equal(training.crop_at(x, t([4]), t([4])), x)  # offset (pad, pad): the original
+    assert torch.equal(training.crop_at(x, t([0]), t([0])), torch.zeros_like(x))  # all padding
+    want = t([[0.0, 0, 0, 0], [2, 3, 4, 0], [6, 7, 8, 0], [10, 11, 12, 0]])  # one row up, one column left
+    assert torch.equal(training.crop_at(x, t([3]), t([5]))[0, 0], want)
+
+
+def _matches(out, src, flip_allowed):
+    """Offsets (and flip) that turn src (1 x C x H x W) into out, if any."""
+    found = []
+    for oy in range(9):
+        for ox in range(9):
+            c = training.crop_at(src, torch.tensor([oy]), torch.tensor([ox]))
+            for flip in (False, True) if flip_allowed else (False,):
+                if torch.equal(c.flip(3) if flip else c, out):
+                    found.append((oy, ox, flip))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["crop", "crop_flip"])
+def test_augmented_batch_keeps_shape_range_and_labels(kind):
+    d = data.make_synthetic((3, 32, 32), 48, 10, seed=3)
+    x = data.to_float(torch.from_numpy(d[0]))
+    out = training.augment(x, kind, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+    moves = []
+    for i in range(len(x)):  # sample i comes from input i (labels stay aligned), shifted by <= 4 px
+        m = _matches(out[i:i + 1], x[i:i + 1], kind == "crop_flip")
+        assert m, f"output {i} is not a crop{'/flip' if kind == 'crop_flip' else ''} of input {i}"
+        moves.append(m[0])
+    assert len({(oy, ox) for oy, ox, _ in moves}) > 10  # random offsets, not one fixed shift
+    flips = {f for _, _, f in moves}
+    assert flips == ({False, True} if kind == "crop_flip" else {False})
+    again = training.augment(x, kind, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # seeded
+    assert training.augment(x, "none", torch.Generator()) is x
+
+
+def test_augment_parameter_reaches_the_training_step(tiny, tmp_path):
+    cfg = copy.deepcopy(tiny)
+    cfg["experiments"]["synthetic"]["epochs"] = 1
+    cfg["training"]["device"] = "cpu"
+    weights = {}
+    for aug in ("none", "crop"):
+        cfg["experiments"]["synthetic"]["augment"] = aug
+        spec = C.run_spec(cfg, "synthetic", "raw", 0)
+        assert spec.augment == aug
+        training.train(cfg, spec, tmp_path / aug)
+        weights[aug] = _weights(tmp_path / aug / "model.pt")
+    assert any(not torch.equal(weights["none"][k], weights["crop"][k]) for k in weights["none"])

@@ -174,6 +174,7 @@ class RunSpec:
     gd_rescale: bool
     mixed_batch: bool = True
     attack_mode: str = "eval"
+    augment: str = "none"
 
 
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
@@ -195,7 +196,7 @@ def run_spec(cfg: dict, dataset: str, method: str, seed: int) -> RunSpec:
                    objective=m["objective"], guided_dropout=m["guided_dropout"], adaptive_weight=m["adaptive_weight"],
                    lam=float(m["lambda"]), pairing=m["pairing"], beta=float(m["beta"]),
                    gd_mask_source=m["gd_mask_source"], gd_rescale=m["gd_rescale"], mixed_batch=m["mixed_batch"],
-                   attack_mode=m["attack_mode"])
+                   attack_mode=m["attack_mode"], augment=exp["augment"])
 
 
 def runs(cfg: dict):

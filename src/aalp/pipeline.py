@@ -61,7 +61,8 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
         return [f"datasets.{dataset}"]
     exp = f"experiments.{dataset}"
     if stage == "train":
-        return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.attack", f"methods.{method}",
+        return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.augment", f"{exp}.attack",
+                f"methods.{method}",
                 "training", "profile"]
     if stage == "evaluate":
         return [f"{exp}.model", f"{exp}.attack", f"methods.{method}", "evaluation", "training.device", "training.amp"]

@@ -70,6 +70,35 @@ def load_model(path: str | Path, expect_model: str | None = None, expect_shape=N
     return model.to(device).eval()
 
 
+# ----------------------------------------------------------------------------- augmentation
+AUGMENT_PAD = 4
+
+
+def crop_at(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, pad: int = AUGMENT_PAD) -> torch.Tensor:
+    """Sample i of x zero-padded by `pad` pixels, then cut at offset (oy[i], ox[i]) in 0..2*pad: the
+    original H x W window is offset (pad, pad)."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # B x H
+    cols = ox[:, None] + torch.arange(w, device=x.device)  # B x W
+    idx = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding (`crop`), plus a horizontal flip with probability 1/2
+    (`crop_flip`), per sample, drawn from `gen` (docs/method.md#data-augmentation). Shape, value range
+    and sample order are kept, so labels stay aligned."""
+    if kind == "none":
+        return x
+    off = torch.randint(0, 2 * AUGMENT_PAD + 1, (2, len(x)), generator=gen, device=x.device)
+    x = crop_at(x, off[0], off[1])
+    if kind == "crop_flip":
+        flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
 # ----------------------------------------------------------------------------- one step
 class Trainer:
     """Holds the model, optimiser and attack RNG of a run and performs its training steps."""
@@ -81,6 +110,7 @@ class Trainer:
         self.model.to(device=device, memory_format=self.memory_format)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
         self.gen = torch.Generator(device=device).manual_seed(spec.seed)
+        self.aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1_000_003)  # own stream: attacks unchanged
 
     def attack(self, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", train_mode: bool = False) -> torch.Tensor:
         a = self.spec.attack
@@ -100,6 +130,7 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         s = self.spec
+        x = augment(x, s.augment, self.aug_gen)
         xb, n_clean = self.batch(x, y)
         xb = xb.contiguous(memory_format=self.memory_format)
         self.model.train()
@@ -188,6 +219,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
             model.load_state_dict(st["model"])
             trainer.opt.load_state_dict(st["opt"])
             trainer.gen.set_state(st["gen"])
+            trainer.aug_gen.set_state(st["aug_gen"])
             epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
             history, probes, sums = st["history"], st["probes"], st["sums"]
             log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
@@ -196,7 +228,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
 
     def save_resume():
         state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
-                 "gen": trainer.gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
+                 "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
                  "history": history, "probes": probes, "sums": sums}
         with atomic_path(resume) as tmp:
             torch.save(state, tmp)
