@@ -187,7 +187,7 @@ seeds: [0]
 data: {dir: data, raw_dir: data/raw, mirror: null, download: true}
 datasets: {mnist: {source: mnist}, svhn: {source: svhn}, cifar10: {source: cifar10}}
 experiments:
-  mnist: {model: lenet, epochs: 1, batch_size: 50, lr: 1.0e-4, methods: [raw],
+  mnist: {model: lenet, epochs: 1, batch_size: 50, lr: 1.0e-4, augment: none, methods: [raw],
           attack: {eps: 0.3, step: 0.01, steps: 40, random_start: true}}
 methods: {raw: {objective: raw}}
 training: {device: cpu, amp: false, channels_last: false, checkpoint_every: 0, probe_size: 10}
