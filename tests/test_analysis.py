@@ -129,11 +129,11 @@ def trained(tmp_path_factory):
     p["datasets"] = {"synthetic": {"source": "synthetic", "shape": [1, 28, 28], "n_train": 256, "n_test": 48, "seed": 0}}
     p["experiments"] = {"synthetic": dict(p["experiments"]["synthetic"], epochs=1, batch_size=32, methods=["adv"])}
     p["methods"] = {"adv": {"objective": "adv", "attack": {"eps": 0.3}}}  # an override analyze must not use
-    p["training"].update(probe_size=16, checkpoint_every=3, device="cpu")
+    p["training"].update(probe_size=16, checkpoint_every=3, device="cpu", checkpoint_runs=["synthetic/adv"])
+    p["analysis"] = {"samples": 40, "cam_samples": 5, "batch_size": 16}
     cfg = C.validate(p)
     data.prepare(cfg, "synthetic")
     training.train(cfg, C.run_spec(cfg, "synthetic", "adv", 0), tmp / "run")
-    cfg["analysis"] = {"samples": 40, "cam_samples": 5, "batch_size": 16}
     return cfg, tmp / "run"
 
 

@@ -159,3 +159,29 @@ def test_paper_parameter_set_runs_three_seeds(paper_params):
     assert cfg["seeds"] == [0, 1, 2]
     runs = list(C.runs(cfg))
     assert {s for _, _, s in runs} == {0, 1, 2} and len(runs) == 3 * sum(len(e["methods"]) for e in cfg["experiments"].values())
+
+
+def test_sweep_variants_are_runs_with_the_swept_value(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["sweeps"] = [{"dataset": "synthetic", "method": "aalp", "param": "lambda", "values": [0.1, 2]}]
+    cfg = C.validate(p)
+    assert C.variant_name("aalp", "lambda", 0.25) == "aalp_lambda0p25"
+    runs = list(C.runs(cfg))
+    assert ("synthetic", "aalp_lambda0p1", 0) in runs and ("synthetic", "aalp_lambda2", 0) in runs
+    assert ("synthetic", "aalp_lambda2", 0) not in list(C.runs(cfg, sweeps=False))
+    spec = C.run_spec(cfg, "synthetic", "aalp_lambda0p1", 0)
+    base = C.run_spec(cfg, "synthetic", "aalp", 0)
+    assert spec.lam == 0.1 and base.lam == 0.5
+    assert (spec.guided_dropout, spec.adaptive_weight, spec.attack) == (True, True, base.attack)
+
+
+def test_sweep_and_checkpoint_runs_must_name_runs_of_the_matrix(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["sweeps"] = [{"dataset": "synthetic_rgb", "method": "aalp", "param": "lambda", "values": [1]}]
+    check_error(p, "sweeps.0.method = 'aalp' is not run on synthetic_rgb", "allowed values: raw, adv")
+    p = copy.deepcopy(ci_params)
+    p["sweeps"] = [{"dataset": "synthetic", "method": "aalp", "param": "epochs", "values": [1]}]
+    check_error(p, "sweeps.0.param", "allowed values: lambda, beta")
+    p = copy.deepcopy(ci_params)
+    p["training"]["checkpoint_runs"] = ["synthetic/aalpp"]
+    check_error(p, "training.checkpoint_runs", "'synthetic/aalpp'")

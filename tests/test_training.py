@@ -31,7 +31,8 @@ def _weights(path):
 @pytest.mark.parametrize("method,aug", [("adv", "none"), ("aalp", "none"), ("adv", "crop_flip")])
 def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch, method, aug):
     cfg = copy.deepcopy(tiny)
-    cfg["training"].update(checkpoint_every=3, device="cpu")  # bitwise equality is promised on CPU
+    cfg["training"].update(checkpoint_every=3, device="cpu",  # bitwise equality is promised on CPU
+                           checkpoint_runs=[f"synthetic/{method}"])
     cfg["experiments"]["synthetic"]["augment"] = aug
     spec = C.run_spec(cfg, "synthetic", method, 0)
     training.train(cfg, spec, tmp_path / "full")
@@ -62,8 +63,11 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch
 
 
 def test_run_records_history_probe_and_provenance(tiny, tmp_path):
-    spec = C.run_spec(tiny, "synthetic", "trades", 0)
-    meta = training.train(tiny, spec, tmp_path / "run")
+    cfg = copy.deepcopy(tiny)
+    cfg["training"].update(checkpoint_every=3, checkpoint_runs=["synthetic/adv"])
+    spec = C.run_spec(cfg, "synthetic", "trades", 0)
+    meta = training.train(cfg, spec, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # only the runs of training.checkpoint_runs keep snapshots
     h = pd.read_csv(tmp_path / "run" / "history.csv")
     assert h.epoch.tolist() == [1, 2] and {"probe_clean_acc", "probe_adv_acc", "probe_alp", "train_loss"} <= set(h)
     probe = pd.read_parquet(tmp_path / "run" / "probe.parquet")

@@ -115,6 +115,18 @@ def _check_references(cfg: dict, source: str) -> None:
             fits = sorted(k for k, s in MODEL_SHAPES.items() if s == shape)
             raise ConfigError(f"{source}: experiments.{name}.model = {exp['model']!r} expects inputs {want} but dataset "
                               f"{name!r} has shape {shape}; allowed values: {', '.join(fits)}")
+    for i, sw in enumerate(cfg["sweeps"]):
+        exp = cfg["experiments"].get(sw["dataset"])
+        if exp is None:
+            raise ConfigError(f"{source}: sweeps.{i}.dataset = {sw['dataset']!r} has no experiment; allowed values: "
+                              f"{', '.join(sorted(cfg['experiments']))}")
+        if sw["method"] not in exp["methods"]:
+            raise ConfigError(f"{source}: sweeps.{i}.method = {sw['method']!r} is not run on {sw['dataset']}; "
+                              f"allowed values: {', '.join(exp['methods'])}")
+    for run in cfg["training"]["checkpoint_runs"]:
+        d, m = run.split("/")
+        if m not in cfg["experiments"].get(d, {}).get("methods", []):
+            raise ConfigError(f"{source}: training.checkpoint_runs: {run!r} is not a run of the matrix (dataset/method)")
     for name, ds in cfg["datasets"].items():
         if ds["source"] == "synthetic":
             missing = [k for k in ("shape", "n_train", "n_test", "seed") if k not in ds]
@@ -175,6 +187,7 @@ class RunSpec:
     mixed_batch: bool = True
     attack_mode: str = "eval"
     augment: str = "none"
+    snapshots: bool = False  # keep checkpoints/step<N>.pt (training.checkpoint_runs)
 
 
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
@@ -184,27 +197,60 @@ def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
     return AttackSpec(**spec)
 
 
+def variant_name(method: str, param: str, value: float) -> str:
+    """The run name of one sweep value: aalp, lambda, 0.25 -> aalp_lambda0p25."""
+    return f"{method}_{param}{value:g}".replace(".", "p").replace("-", "m").replace("+", "")
+
+
+def variants(cfg: dict) -> dict[tuple[str, str], tuple[str, str, float]]:
+    """(dataset, variant run name) -> (base method, param, value) for every value of every sweep."""
+    return {(sw["dataset"], variant_name(sw["method"], sw["param"], v)): (sw["method"], sw["param"], float(v))
+            for sw in cfg.get("sweeps", []) for v in sw["values"]}
+
+
+def base_method(cfg: dict, dataset: str, method: str) -> str:
+    """The method of params.yaml a run name stands for (itself, or a sweep variant's base)."""
+    v = variants(cfg).get((dataset, method))
+    return v[0] if v else method
+
+
+def method_params(cfg: dict, dataset: str, method: str) -> dict:
+    """methods.<method> with defaults, or for a sweep variant its base method with the swept value."""
+    v = variants(cfg).get((dataset, method))
+    if v is None:
+        return cfg["methods"][method]
+    base, param, value = v
+    return {**cfg["methods"][base], param: value}
+
+
 def run_spec(cfg: dict, dataset: str, method: str, seed: int) -> RunSpec:
     if dataset not in cfg["experiments"]:
         raise ConfigError(f"unknown dataset {dataset!r}; allowed values: {', '.join(sorted(cfg['experiments']))}")
     exp = cfg["experiments"][dataset]
-    if method not in exp["methods"]:
-        raise ConfigError(f"method {method!r} is not run on {dataset}; allowed values: {', '.join(exp['methods'])}")
-    m = cfg["methods"][method]
+    names = exp["methods"] + [v for d, v in variants(cfg) if d == dataset]
+    if method not in names:
+        raise ConfigError(f"method {method!r} is not run on {dataset}; allowed values: {', '.join(names)}")
+    m = method_params(cfg, dataset, method)
     return RunSpec(dataset=dataset, method=method, seed=int(seed), model=exp["model"], epochs=exp["epochs"],
-                   batch_size=exp["batch_size"], lr=float(exp["lr"]), attack=train_attack(cfg, dataset, method),
+                   batch_size=exp["batch_size"], lr=float(exp["lr"]),
+                   attack=train_attack(cfg, dataset, base_method(cfg, dataset, method)),
                    objective=m["objective"], guided_dropout=m["guided_dropout"], adaptive_weight=m["adaptive_weight"],
                    lam=float(m["lambda"]), pairing=m["pairing"], beta=float(m["beta"]),
                    gd_mask_source=m["gd_mask_source"], gd_rescale=m["gd_rescale"], mixed_batch=m["mixed_batch"],
-                   attack_mode=m["attack_mode"], augment=exp["augment"])
+                   attack_mode=m["attack_mode"], augment=exp["augment"],
+                   snapshots=f"{dataset}/{method}" in cfg["training"].get("checkpoint_runs", []))
 
 
-def runs(cfg: dict):
-    """Every (dataset, method, seed) of the experiment matrix, in a stable order."""
+def runs(cfg: dict, sweeps: bool = True):
+    """Every (dataset, method, seed) of the experiment matrix, then every sweep variant, in a stable order."""
     for dataset, exp in cfg["experiments"].items():
         for method in exp["methods"]:
             for seed in cfg["seeds"]:
                 yield dataset, method, seed
+    if sweeps:
+        for dataset, name in variants(cfg):
+            for seed in cfg["seeds"]:
+                yield dataset, name, seed
 
 
 def find_checkout(start: str | os.PathLike = ".") -> Path | None:

@@ -3,7 +3,8 @@ the objective and whether Guided Dropout masks the logits layer's input.
 
 Outputs of a run folder: model.pt (final weights), history.csv (per-epoch probe metrics),
 probe.parquet (per-sample probe records per epoch), run.json (seed, params, code version, device),
-checkpoints/step<N>.pt when training.checkpoint_every > 0. resume.pt holds the state to resume from.
+checkpoints/step<N>.pt every training.checkpoint_every steps for the runs of training.checkpoint_runs.
+resume.pt holds the state to resume from.
 """
 from __future__ import annotations
 
@@ -251,7 +252,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
             step += 1
             bar.update(len(idx))
             if every and step % every == 0:
-                save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
+                if spec.snapshots:
+                    save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
                 save_resume()
         epoch_time = time.time() - t0
         probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
