@@ -5,8 +5,8 @@ Outputs, in <run>/analysis/ (each written atomically; summary.json last, it mark
   contributions.csv      feature, c: Eq. 5 over the first `samples` test samples (one row per feature)
   cam.npz                index, label, x, x_adv, cam_clean, cam_adv, pred_adv of the first `cam_samples`
                          test samples (images and maps as float16, maps upsampled to the input size)
-  checkpoints.csv        step, n50, n90, gini, cam_area_adv, cam_on_object_adv   (only with checkpoints)
-  checkpoint_cams.npz    steps, cam_adv (S x K x H x W), x_adv (S x K x C x H x W)  (only with checkpoints)
+  checkpoints.csv        step, n50, n90, gini, cam_area_adv, cam_on_object_adv   (no rows without checkpoints)
+  checkpoint_cams.npz    steps, cam_adv (S x K x H x W), x_adv (S x K x C x H x W)  (no rows without checkpoints)
   summary.json           contribution_summary, cam_summary of clean and adversarial maps, provenance
 Definitions: docs/method.md#feature-contribution.
 """
@@ -33,6 +33,7 @@ from .training import load_model, select_device
 
 log = logging.getLogger(__name__)
 DEFAULTS = {"samples": None, "cam_samples": 8, "batch_size": 256}
+CHECKPOINT_COLUMNS = ("step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv")
 OBJECT_THRESHOLD = 0.1  # a pixel of a 1-channel image belongs to the object when its value is above this
 
 
@@ -230,14 +231,14 @@ def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path
                      "cam_area_adv": ca["cam_area"], "cam_on_object_adv": ca["cam_on_object"]})
         ck_cams.append(_f16(cam_s))
         ck_x.append(_f16(x_adv_s))
-    if rows:
-        with atomic_path(out / "checkpoints.csv") as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        with atomic_path(out / "checkpoint_cams.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, steps=np.array([r["step"] for r in rows]), cam_adv=np.stack(ck_cams), x_adv=np.stack(ck_x))
-    else:  # files of an earlier analysis would describe checkpoints that are gone
-        (out / "checkpoints.csv").unlink(missing_ok=True)
-        (out / "checkpoint_cams.npz").unlink(missing_ok=True)
+    # Written for every run (no rows without checkpoints), so that every analysis stage has the same outputs.
+    with atomic_path(out / "checkpoints.csv") as tmp:
+        pd.DataFrame(rows, columns=list(CHECKPOINT_COLUMNS)).to_csv(tmp, index=False)
+    h, w = x.shape[-2:]
+    with atomic_path(out / "checkpoint_cams.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, steps=np.array([r["step"] for r in rows], dtype=np.int64),
+                 cam_adv=np.stack(ck_cams) if rows else np.zeros((0, k, h, w), np.float16),
+                 x_adv=np.stack(ck_x) if rows else np.zeros((0, *x.shape), np.float16))
 
     summary = {**summ, "cam_area_clean": clean["cam_area"], "cam_area_adv": adv["cam_area"],
                "cam_on_object_clean": clean["cam_on_object"], "cam_on_object_adv": adv["cam_on_object"],

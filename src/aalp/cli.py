@@ -43,6 +43,13 @@ def cmd_evaluate(cfg, args):
     evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
 
 
+def cmd_analyze(cfg, args):
+    from . import analysis
+
+    C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
+    analysis.analyze(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
+
+
 def cmd_report(cfg, args):
     from . import reporting
 
@@ -102,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_prepare)
     for name, fn, text in (("train", cmd_train, "train one (dataset, method, seed)"),
-                           ("evaluate", cmd_evaluate, "attack one trained model and write its records and metrics")):
+                           ("evaluate", cmd_evaluate, "attack one trained model and write its records and metrics"),
+                           ("analyze", cmd_analyze, "feature contributions and Grad-CAM of one trained model "
+                                                    "(and of its checkpoint series)")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--dataset", required=True)
         s.add_argument("--method", required=True)

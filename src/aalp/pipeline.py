@@ -21,10 +21,26 @@ CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inp
     "prepare": ["data.py", "sources.py"],
     "train": ["training.py", "losses.py", "models.py", "attacks.py", "data.py"],
     "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
+    "analyze": ["analysis.py", "attacks.py", "losses.py", "models.py", "training.py", "data.py"],
     "report": ["reporting.py"],
 }
-NOTEBOOKS = ["table2"]
-PAPER_TABLES = ["table2_defense.csv"]
+PAPER_TABLES = ["table1_consistency.csv", "table2_defense.csv", "table3_guided_dropout.csv", "table4_consistent_share.csv"]
+
+
+def notebooks() -> list[str]:
+    from .reporting import REPORT_NOTEBOOKS
+
+    return list(REPORT_NOTEBOOKS)
+
+
+def report_outs() -> list[str]:
+    """Every file the report stage writes (fixed names), claims.json (a metrics file) excluded."""
+    from .reporting import REPORT_OUTPUTS
+
+    return [o for o in REPORT_OUTPUTS if o != REPORT_METRICS]
+
+
+REPORT_METRICS = "reports/claims.json"
 
 
 @dataclass(frozen=True)
@@ -50,8 +66,11 @@ TEMPLATES = {
                       (f"{RUN}/model.pt", f"{RUN}/probe.parquet", f"{RUN}/run.json"), plots=(f"{RUN}/history.csv",)),
     "evaluate": Template("python -m aalp evaluate --dataset {dataset} --method {method} --seed {seed}",
                          (f"{RUN}/eval/records.parquet", f"{RUN}/eval/eval.json"), metrics=(f"{RUN}/eval/metrics.json",)),
-    "report": Template("python -m aalp report",
-                       ("reports/table2.ipynb", "reports/table2.html", "reports/table2.csv", "reports/table2_checks.csv")),
+    "analyze": Template("python -m aalp analyze --dataset {dataset} --method {method} --seed {seed}",
+                        tuple(f"{RUN}/analysis/{f}" for f in ("contributions.csv", "cam.npz", "checkpoints.csv",
+                                                               "checkpoint_cams.npz")),
+                        metrics=(f"{RUN}/analysis/summary.json",)),
+    "report": Template("python -m aalp report", (), metrics=(REPORT_METRICS,)),
 }
 
 
@@ -60,12 +79,16 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
     if stage == "prepare":
         return [f"datasets.{dataset}"]
     exp = f"experiments.{dataset}"
+    base = C.base_method(cfg, dataset, method) if method else None  # a sweep variant reads its base method (+ its value)
     if stage == "train":
+        series = f"{dataset}/{method}" in cfg["training"]["checkpoint_runs"]
         return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.augment", f"{exp}.attack",
-                f"methods.{method}",
-                "training", "profile"]
+                f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.probe_size",
+                *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []), "profile"]
     if stage == "evaluate":
-        return [f"{exp}.model", f"{exp}.attack", f"methods.{method}", "evaluation", "training.device", "training.amp"]
+        return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
+    if stage == "analyze":
+        return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
     if stage == "report":
         return ["profile"]
     raise ValueError(stage)
@@ -83,6 +106,11 @@ def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str |
     return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
 
 
+def analyzed(cfg: dict):
+    """The runs the analysis stage covers: the main matrix (sweep variants are only evaluated)."""
+    return C.runs(cfg, sweeps=False)
+
+
 def project_root(workdir: Path | str = ".") -> Path:
     """The checkout a profile belongs to: the nearest folder at or above workdir holding the Snakefile."""
     return C.find_checkout(workdir) or C.REPO_ROOT
@@ -97,7 +125,7 @@ def code_deps(stage: str, workdir: Path | str = ".") -> list[str]:
     root = repo_rel(workdir)
     deps = [os.path.normpath(f"{root}/src/aalp/{f}") for f in CODE[stage]]
     if stage == "report":
-        deps += [os.path.normpath(f"{root}/notebooks/{nb}.ipynb") for nb in NOTEBOOKS]
+        deps += [os.path.normpath(f"{root}/notebooks/{nb}.ipynb") for nb in notebooks()]
         deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
     return deps
 
@@ -126,21 +154,23 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     def make(kind, name, deps, dataset=None, method=None, seed=None):
         t = TEMPLATES[kind]
         kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed)
-        return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir), [o.format(**kw) for o in t.outs],
+        outs = report_outs() if kind == "report" else [o.format(**kw) for o in t.outs]
+        return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir), outs,
                      stage_params(cfg, kind, dataset, method), [o.format(**kw) for o in t.metrics],
                      [o.format(**kw) for o in t.plots])
 
     used = list(cfg["experiments"])
     for d in used:
         out.append(make("prepare", f"prepare-{d}", [], d))
-    evals = []
+    analysed = set(analyzed(cfg))
     for d, m, s in C.runs(cfg):
         prep = out[used.index(d)]
         train = make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s)
         ev = make("evaluate", f"evaluate-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s)
         out += [train, ev]
-        evals.append(ev)
-    out.append(make("report", "report", [m for e in evals for m in e.metrics]))
+        if (d, m, s) in analysed:
+            out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s))
+    out.append(make("report", "report", report_inputs(cfg)))
     return out
 
 
@@ -179,7 +209,8 @@ def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
 def smk_output(kind: str, data_dir: str = "data") -> dict[str, str]:
     """Named output patterns with Snakemake wildcards."""
     t = TEMPLATES[kind]
-    pats = [o.replace("{data_dir}", data_dir) for o in t.outs + t.metrics + t.plots]
+    outs = tuple(report_outs()) if kind == "report" else t.outs
+    pats = [o.replace("{data_dir}", data_dir) for o in outs + t.metrics + t.plots]
     return {re.sub(r"\W", "_", Path(p).name.split(".")[0]) + f"_{i}": p for i, p in enumerate(pats)}
 
 
@@ -196,4 +227,7 @@ def prepared(data_dir: str, dataset: str) -> list[str]:
 
 
 def report_inputs(cfg: dict) -> list[str]:
-    return [m for st in stages(cfg) if st.kind == "evaluate" for m in st.metrics]
+    """Every run file the report reads (they are outputs of train, evaluate and analyze stages)."""
+    from .reporting import report_inputs as inputs
+
+    return [str(p) for p in inputs(cfg)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -226,6 +227,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
             log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
         else:
             log.warning("ignoring %s: it was written with other parameters or data", resume)
+    if step == 0:  # a fresh run: snapshots of an earlier run must not join this run's series
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     def save_resume():
         state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
