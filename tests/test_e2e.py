@@ -19,7 +19,7 @@ PROFILE = "configs/ci"
 
 def _check_outputs(work):
     cfg = yaml.safe_load((work / "params.yaml").read_text())
-    table = pd.read_csv(work / "reports" / "table2.csv")
+    table = pd.read_csv(work / "reports" / "tables" / "table2.csv")
     html = (work / "reports" / "table2.html").read_text()
     assert "Table 2" in html
     for d, exp in cfg["experiments"].items():
