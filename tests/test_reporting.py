@@ -55,9 +55,7 @@ def _train_evaluate_analyse(cfg: dict) -> None:
     for d, m, s in C.runs(cfg):
         rd = run_dir(d, m, s)
         training.train(cfg, C.run_spec(cfg, d, m, s), rd)
-        # a sweep variant is evaluated under its base method's name: evaluate() looks the training attack up
-        # by method name, and a variant only changes lambda, never the attack
-        evaluation.evaluate(cfg, d, C.base_method(cfg, d, m), s, rd)
+        evaluation.evaluate(cfg, d, m, s, rd)
         if (d, m, s) in main:
             analysis.analyze(cfg, d, m, s, rd)
 

@@ -57,7 +57,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     ecfg = cfg["evaluation"]
     exp = cfg["experiments"][dataset]
     attacks = [EvalAttack.parse(a) for a in ecfg["attacks"]]
-    train_atk = C.train_attack(cfg, dataset, method)
+    train_atk = C.train_attack(cfg, dataset, C.base_method(cfg, dataset, method))  # a sweep run: its base's
     device = select_device(cfg["training"]["device"])
     amp = cfg["training"]["amp"]
     data = load_prepared(cfg["data"]["dir"], dataset)

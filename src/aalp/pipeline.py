@@ -22,7 +22,7 @@ CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inp
     "train": ["training.py", "losses.py", "models.py", "attacks.py", "data.py"],
     "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
     "analyze": ["analysis.py", "attacks.py", "losses.py", "models.py", "training.py", "data.py"],
-    "report": ["reporting.py"],
+    "report": ["reporting.py", "figures.py"],
 }
 PAPER_TABLES = ["table1_consistency.csv", "table2_defense.csv", "table3_guided_dropout.csv", "table4_consistent_share.csv"]
 

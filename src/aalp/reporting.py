@@ -238,7 +238,7 @@ def _inputs(cfg: dict, name: str) -> list[Path]:
                 + [_analysis(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first
                    for f in ("checkpoint_cams.npz", "cam.npz")])
     if name == "table2":
-        return [_metrics(d, m, s) for d, m, s in C.runs(cfg)]
+        return [_metrics(d, m, s) for d, m, s in C.runs(cfg)]  # the checks table covers sweep runs too
     if name == "table3":
         return [_metrics(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss]
     raise ValueError(name)
@@ -279,9 +279,10 @@ def paper_table2() -> pd.DataFrame:
 
 
 def collect_metrics(cfg: dict) -> pd.DataFrame:
-    """Long table of every run's accuracies: dataset, source, method, seed, metric, value (percent)."""
+    """Long table of every run's accuracies (the main matrix; sweep runs are Fig. 6's): dataset, source,
+    method, seed, metric, value (percent)."""
     rows = []
-    for d, m, s in C.runs(cfg):
+    for d, m, s in C.runs(cfg, sweeps=False):
         met = _json(_metrics(d, m, s))
         for metric, v in met["accuracy"].items():
             rows.append({"dataset": d, "source": cfg["datasets"][d]["source"], "method": m, "seed": s,
