@@ -97,7 +97,7 @@ def test_method_override_of_training_attack(ci_params):
     cfg = C.validate(p)
     assert C.train_attack(cfg, "synthetic", "adv").steps == 7
     assert C.train_attack(cfg, "synthetic", "raw").steps == 3
-    assert C.run_spec(cfg, "synthetic", "adv", 0).attack.eps == 0.1
+    assert C.run_spec(cfg, "synthetic", "adv", 0).attack.eps == ci_params["experiments"]["synthetic"]["attack"]["eps"]
 
 
 def test_cli_reports_bad_params_in_one_line_before_work(tmp_path, ci_params):

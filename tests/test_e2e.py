@@ -35,16 +35,21 @@ def _check_outputs(work):
             assert met["accuracy"]["clean"] == pytest.approx(100 * (records.clean_pred == records.label).mean(), abs=1e-3)
         acc = {m: json.loads((work / f"runs/{d}/{m}/s0/eval/metrics.json").read_text())["accuracy"]
                for m in exp["methods"]}
-        assert acc["raw"]["clean"] > 50  # the synthetic data is learnable, well above 10% chance
-        for m in {"adv", "alp", "aalp"} & set(acc):  # adversarial training buys robustness, clearly
-            assert acc[m]["pgd10"] > acc["raw"]["pgd10"] + 5, (m, acc[m], acc["raw"])
+        # every model learns the task (a collapsed, constant classifier scores ~10%) ...
+        for m, a in acc.items():
+            assert a["clean"] >= 60, (d, m, a)
+        # ... and every adversarial method buys robustness, by a wide margin over RAW
+        adversarial = [m for m in acc if cfg["methods"][m]["objective"] != "raw"]
+        assert adversarial
+        for m in adversarial:
+            assert acc[m]["pgd10"] >= acc["raw"]["pgd10"] + 20, (d, m, acc[m], acc["raw"])
     return cfg
 
 
 def _edit_adv_steps(work):
     p = work / "params.yaml"
     params = yaml.safe_load(p.read_text())
-    params["methods"]["adv"]["attack"] = {"steps": 2}
+    params["methods"]["adv"]["attack"] = {"steps": 5}  # once made ADV collapse to a constant classifier
     p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -84,3 +89,4 @@ def test_dvc_dag(tmp_path):
     rerun = run("dvc repro", work)
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
     assert ran == ADV_ONLY | {"matrix-check"}  # the guard reruns (cheaply) on every params.yaml edit
+    _check_outputs(work)  # the retrained ADV still learns and is robust
