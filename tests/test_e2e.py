@@ -17,8 +17,48 @@ pytestmark = pytest.mark.e2e
 PROFILE = "configs/ci"
 
 
+def _check_report(work, cfg):
+    """Every figure and table file exists (PNGs decode), and Tables 1, 3 and 4 equal a recomputation from
+    records.parquet (the CI set runs one seed, so the means are the seed-0 values)."""
+    import matplotlib.image
+
+    from aalp.reporting import REPORT_OUTPUTS
+
+    for rel in REPORT_OUTPUTS:
+        assert (work / rel).stat().st_size > 0, rel
+    for png in (work / "reports" / "figures").glob("*.png"):
+        img = matplotlib.image.imread(png)
+        assert img.shape[0] > 50 and img.shape[1] > 50 and img.std() > 0, png
+    assert len(list((work / "reports" / "figures").glob("fig*.png"))) == 11
+
+    def records(d, m):
+        r = pd.read_parquet(work / f"runs/{d}/{m}/s0/eval/records.parquet")
+        ok, adv = r.clean_pred == r.label, r.train_pred == r.label
+        return r.assign(consistent=ok & adv, inconsistent=ok & ~adv)
+
+    t1 = pd.read_csv(work / "reports/tables/table1.csv")
+    r = records("synthetic", "alp")
+    for st in ("consistent", "inconsistent"):
+        part = r[r[st]]
+        if len(part):
+            row = t1[(t1.dataset == "synthetic") & (t1.set == st) & (t1.metric == "adv_gt_confidence")]
+            assert row.ours_mean.item() == pytest.approx(100 * part.train_conf.mean(), rel=1e-6)
+    t3 = pd.read_csv(work / "reports/tables/table3.csv")
+    for m in ("raw", "raw_gd", "adv", "adv_gd", "alp", "alp_gd"):
+        r = records("synthetic", m)
+        row = t3[(t3.dataset == "synthetic") & (t3.method == m) & (t3.metric == "pgd10")]
+        assert row.ours_mean.item() == pytest.approx(100 * (r.pgd10_pred == r.label).mean(), abs=1e-3)
+    t4 = pd.read_csv(work / "reports/tables/table4.csv")
+    for m in ("alp", "aalp"):
+        r = records("synthetic", m)
+        assert t4[t4.dataset == "synthetic"][f"{m}_mean"].item() == pytest.approx(100 * r.consistent.mean(), rel=1e-9)
+    claims = json.loads((work / "reports" / "claims.json").read_text())
+    assert any(k.startswith("fig01/synthetic/alp/") for k in claims)
+
+
 def _check_outputs(work):
     cfg = yaml.safe_load((work / "params.yaml").read_text())
+    _check_report(work, cfg)
     table = pd.read_csv(work / "reports" / "tables" / "table2.csv")
     html = (work / "reports" / "table2.html").read_text()
     assert "Table 2" in html
@@ -53,8 +93,18 @@ def _edit_adv_steps(work):
     p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-ADV_ONLY = {"train-synthetic-adv-s0", "evaluate-synthetic-adv-s0", "train-synthetic_rgb-adv-s0",
-            "evaluate-synthetic_rgb-adv-s0", "report"}
+ADV_ONLY = {"train-synthetic-adv-s0", "evaluate-synthetic-adv-s0", "analyze-synthetic-adv-s0", "train-synthetic_rgb-adv-s0",
+            "evaluate-synthetic_rgb-adv-s0", "analyze-synthetic_rgb-adv-s0", "report"}
+ANALYSIS_ONLY = {f"analyze-{d}-{m}-s0" for d, ms in (("synthetic", ("raw", "adv", "alp", "trades", "alp_gd", "alp_aw", "aalp",
+                                                                      "raw_gd", "adv_gd")), ("synthetic_rgb", ("raw", "adv")))
+                 for m in ms} | {"report"}
+
+
+def _edit_cam_samples(work):
+    p = work / "params.yaml"
+    params = yaml.safe_load(p.read_text())
+    params["analysis"]["cam_samples"] += 1
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _job_name(cmd):
@@ -70,10 +120,13 @@ def test_snakemake_dag(tmp_path):
     _check_outputs(work)
     again = run(f"snakemake -n --cores 2 --directory {PROFILE}", repo)
     assert "Nothing to be done" in again.stdout + again.stderr
-    _edit_adv_steps(work)
-    dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
-    jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
-    assert jobs == ADV_ONLY
+    original = (work / "params.yaml").read_text()
+    for edit, expected in ((_edit_adv_steps, ADV_ONLY), (_edit_cam_samples, ANALYSIS_ONLY)):
+        (work / "params.yaml").write_text(original)
+        edit(work)
+        dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
+        jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
+        assert jobs == expected, edit.__name__
 
 
 def test_dvc_dag(tmp_path):
@@ -90,3 +143,8 @@ def test_dvc_dag(tmp_path):
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
     assert ran == ADV_ONLY | {"matrix-check"}  # the guard reruns (cheaply) on every params.yaml edit
     _check_outputs(work)  # the retrained ADV still learns and is robust
+    _edit_cam_samples(work)  # a Grad-CAM setting: the analysis stages and the report, nothing else
+    rerun = run("dvc repro", work)
+    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == ANALYSIS_ONLY | {"matrix-check"}
+    metrics = json.loads(run("dvc metrics show --json", work).stdout)
+    assert "gini" in json.dumps(metrics) and "fig01" in json.dumps(metrics)  # analysis numbers are DVC metrics
