@@ -78,7 +78,6 @@ def cmd_dvc(cfg, args):
         if args.stamp:
             from .artifacts import atomic_path
 
-            Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(Path(args.stamp)) as tmp:
                 Path(tmp).write_text(f"{target} matches {args.params}\n")
         print(f"{target} is up to date")

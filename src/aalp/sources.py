@@ -90,18 +90,19 @@ def _missing(source: str, name: str, mirror: Path | None) -> DataError:
                      f"in a folder named by data.mirror in params.yaml or by AALP_DATA_MIRROR, or set data.download: true")
 
 
-def _download(source: str, read):
-    """Run torchvision's download-and-read `read()`; a failed download (offline, blocked, server down)
-    becomes one line naming the files to provide. Its progress prints are hidden unless logging is at
-    DEBUG (`python -m aalp -v`), which also keeps the traceback."""
+def _read(source: str, read, downloading: bool):
+    """Run torchvision's (download-and-)read `read()`. When downloading, a failed download (offline,
+    blocked, server down) becomes one line naming the files to provide, and torchvision's progress prints
+    are hidden unless logging is at DEBUG (`python -m aalp -v`), which also keeps the traceback."""
+    if not downloading:
+        return read()
     verbose = log.isEnabledFor(logging.DEBUG)
-    sink = io.StringIO()
-    quiet = contextlib.nullcontext() if verbose else contextlib.ExitStack()
-    if not verbose:
-        quiet.enter_context(contextlib.redirect_stdout(sink))
-        quiet.enter_context(contextlib.redirect_stderr(sink))
     try:
-        with quiet:
+        with contextlib.ExitStack() as quiet:
+            if not verbose:
+                sink = io.StringIO()
+                quiet.enter_context(contextlib.redirect_stdout(sink))
+                quiet.enter_context(contextlib.redirect_stderr(sink))
             return read()
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision raises RuntimeError
         text = " ".join(str(e).split())
@@ -226,10 +227,6 @@ def _read_cifar(root: Path, download: bool):
 
 
 # ----------------------------------------------------------------------------- entry point
-def _read(source: str, read, downloading: bool):
-    return _download(source, read) if downloading else read()
-
-
 def fetch(source: str, raw_dir: str | Path, mirror: str | Path | None = None, download: bool = True):
     """(train_x, train_y, test_x, test_y) of `source` from the mirror, files already in raw_dir, or the
     network (torchvision, only when download is True)."""
@@ -240,24 +237,25 @@ def fetch(source: str, raw_dir: str | Path, mirror: str | Path | None = None, do
     mirror = Path(mirror) if mirror else None
     if mirror is not None and not mirror.is_dir():
         raise DataError(f"{mirror}: the data mirror folder does not exist")
+    fetching = download and not mirror
     if source in ("mnist", "fashion_mnist"):
         if mirror:
             _idx_from_mirror(source, mirror, raw_dir / _tv(source).__name__ / "raw")
         elif not download and not (raw_dir / _tv(source).__name__ / "raw").is_dir():
             raise _missing(source, _tv(source).resources[0][0], None)
-        arrays = _read(source, lambda: _read_mnist_like(source, raw_dir, download and not mirror), download and not mirror)
+        arrays = _read(source, lambda: _read_mnist_like(source, raw_dir, fetching), fetching)
     elif source == "svhn":
         if mirror:
             _svhn_from_mirror(mirror, raw_dir)
         elif not download and not (raw_dir / "train_32x32.mat").exists():
             raise _missing(source, "train_32x32.mat", None)
-        arrays = _read(source, lambda: _read_svhn(raw_dir, download and not mirror), download and not mirror)
+        arrays = _read(source, lambda: _read_svhn(raw_dir, fetching), fetching)
     else:
         if mirror:
             _cifar_from_mirror(mirror, raw_dir)
         elif not download and not (raw_dir / _tv("cifar10").base_folder).is_dir():
             raise _missing(source, _tv("cifar10").filename, None)
-        arrays = _read(source, lambda: _read_cifar(raw_dir, download and not mirror), download and not mirror)
+        arrays = _read(source, lambda: _read_cifar(raw_dir, fetching), fetching)
     n_train, n_test = EXPECTED_COUNTS[source]
     if len(arrays[0]) != n_train or len(arrays[2]) != n_test:
         raise DataError(f"{source}: read {len(arrays[0])} train / {len(arrays[2])} test images, expected "
