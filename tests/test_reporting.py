@@ -36,7 +36,7 @@ def tiny_params() -> dict:
     p["training"].update(checkpoint_every=4, probe_size=60, checkpoint_runs=["synthetic/aalp"])
     p["evaluation"].update(attacks=["fgsm", "pgd10", "cw10"], n_samples=60, batch_size=60)
     p["evaluation"].pop("autoattack_samples", None)
-    p["analysis"] = {"cam_samples": 4}
+    p["analysis"].update(cam_samples=4)
     return p
 
 

@@ -192,6 +192,7 @@ experiments:
 methods: {raw: {objective: raw}}
 training: {device: cpu, amp: false, channels_last: false, checkpoint_every: 0, probe_size: 10}
 evaluation: {attacks: [fgsm], batch_size: 100, n_samples: 10}
+analysis: {samples: 10, cam_samples: 2, batch_size: 10}
 """
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",  # a closed port:
               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",  # fails at once

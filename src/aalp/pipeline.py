@@ -231,3 +231,17 @@ def report_inputs(cfg: dict) -> list[str]:
     from .reporting import report_inputs as inputs
 
     return [str(p) for p in inputs(cfg)]
+
+
+def gpu_slots(cfg: dict) -> int:
+    """How much of Snakemake's `gpu` resource one train, evaluate or analyze job takes: 1 when it will run
+    on a GPU (training.device cuda, or auto on a machine with an NVIDIA driver), else 0, so that
+    `--resources gpu=N` caps the jobs sharing the GPU while CPU-only jobs are limited by `--cores` alone."""
+    import shutil
+
+    device = cfg["training"]["device"]
+    if device == "cpu":
+        return 0
+    if device.startswith("cuda"):
+        return 1
+    return int(Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None)

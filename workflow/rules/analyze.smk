@@ -7,8 +7,8 @@ rule analyze:
         **P.smk_output("analyze", DATA),
     params:
         fingerprint=lambda w: P.fingerprint(CFG, "analyze", w.dataset, w.method),
-    threads: workflow.cores
+    threads: 1  # one core per job; several run side by side (torch follows OMP_NUM_THREADS)
     resources:
-        gpu=1,
+        gpu=P.gpu_slots(CFG),  # 0 on a CPU-only machine
     shell:
         P.smk_shell("analyze")

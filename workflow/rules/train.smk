@@ -6,8 +6,8 @@ rule train:
         **P.smk_output("train", DATA),
     params:
         fingerprint=lambda w: P.fingerprint(CFG, "train", w.dataset, w.method),
-    threads: workflow.cores
+    threads: 1  # one core per job; several run side by side (torch follows OMP_NUM_THREADS)
     resources:
-        gpu=1,
+        gpu=P.gpu_slots(CFG),  # 0 on a CPU-only machine
     shell:
         P.smk_shell("train")
