@@ -185,3 +185,12 @@ def test_sweep_and_checkpoint_runs_must_name_runs_of_the_matrix(ci_params):
     p = copy.deepcopy(ci_params)
     p["training"]["checkpoint_runs"] = ["synthetic/aalpp"]
     check_error(p, "training.checkpoint_runs", "'synthetic/aalpp'")
+
+
+def test_autoattack_samples_off_the_batch_grid_is_rejected_before_training(ci_params):
+    """Found by evaluate only after every model had trained; now C.validate says it at once."""
+    p = copy.deepcopy(ci_params)
+    p["evaluation"].update(batch_size=40, autoattack_samples=50)
+    check_error(p, "evaluation.autoattack_samples = 50 is not a multiple of evaluation.batch_size = 40")
+    p["evaluation"]["autoattack_samples"] = 80
+    C.validate(p)

@@ -101,6 +101,10 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
 
 
 def _check_references(cfg: dict, source: str) -> None:
+    ev = cfg.get("evaluation", {})
+    if ev.get("autoattack_samples") and ev["autoattack_samples"] % ev["batch_size"]:
+        raise ConfigError(f"{source}: evaluation.autoattack_samples = {ev['autoattack_samples']} is not a multiple of "
+                          f"evaluation.batch_size = {ev['batch_size']} (AutoAttack runs on whole batches)")
     methods = sorted(cfg["methods"])
     datasets = sorted(cfg["datasets"])
     for name, exp in cfg["experiments"].items():
