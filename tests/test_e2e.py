@@ -94,10 +94,13 @@ def _edit_adv_steps(work):
 
 
 ADV_ONLY = {"train-synthetic-adv-s0", "evaluate-synthetic-adv-s0", "analyze-synthetic-adv-s0", "train-synthetic_rgb-adv-s0",
-            "evaluate-synthetic_rgb-adv-s0", "analyze-synthetic_rgb-adv-s0", "report"}
+            "evaluate-synthetic_rgb-adv-s0", "analyze-synthetic_rgb-adv-s0",
+            # the items that draw ADV (synthetic_rgb has no ALP, so only Table 2 shows its ADV) and the front page
+            "report-fig01", "report-fig02", "report-fig07", "report-fig08", "report-table2", "report-table3", "report"}
 ANALYSIS_ONLY = {f"analyze-{d}-{m}-s0" for d, ms in (("synthetic", ("raw", "adv", "alp", "trades", "alp_gd", "alp_aw", "aalp",
                                                                       "raw_gd", "adv_gd")), ("synthetic_rgb", ("raw", "adv")))
-                 for m in ms} | {"report"}
+                 for m in ms} | {"report-fig01", "report-fig02", "report-fig07", "report-fig08", "report-fig09",
+                                 "report-fig10", "report"}  # the items drawn from analysis files
 
 
 def _edit_cam_samples(work):
@@ -108,9 +111,10 @@ def _edit_cam_samples(work):
 
 
 def _job_name(cmd):
-    m = re.match(r"python -m aalp (\w+)(?: --dataset (\w+))?(?: --method (\w+))?(?: --seed (\d+))?", cmd)
-    kind, d, meth, seed = m.groups()
-    return "-".join(x for x in (kind, d, meth, f"s{seed}" if seed else None) if x)
+    """The DVC stage name of a Snakemake job's command."""
+    m = re.match(r"python -m aalp (\w+)(?: --dataset (\w+))?(?: --method (\w+))?(?: --seed (\d+))?(?: --item (\w+))?", cmd)
+    kind, d, meth, seed, item = m.groups()
+    return "-".join(x for x in (kind, d, meth, f"s{seed}" if seed else None, item) if x)
 
 
 def test_snakemake_dag(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from aalp import analysis, config as C, data, evaluation, reporting, training
+from aalp import analysis, config as C, data, evaluation, pipeline as P, reporting, training
 from aalp.pipeline import run_dir
 
 from conftest import BIN, CI_PARAMS
@@ -158,6 +158,18 @@ def test_report_reads_exactly_report_inputs(built):
                      "contributions.csv", "cam.npz", "checkpoints.csv", "checkpoint_cams.npz"}
     assert "runs/synthetic/aalp/s1/analysis/checkpoints.csv" in inputs
     assert "runs/synthetic/aalp_lambda1/s1/eval/metrics.json" in inputs
+
+
+@pytest.mark.parametrize("item", reporting.REPORT_NOTEBOOKS)
+def test_each_report_stage_reads_exactly_its_declared_inputs(built, item, monkeypatch):
+    """Each figure and table is its own pipeline stage: what it reads must be what the stage declares,
+    or an edit would rerun too little (a stale figure) or too much."""
+    cfg, root, _, _ = built
+    monkeypatch.chdir(root)
+    reporting._READS.clear()
+    reporting.compute(cfg, item)
+    assert set(reporting._READS) == set(P.item_inputs(cfg, item)), item
+    assert set(P.item_outs(item)) <= set(reporting.REPORT_OUTPUTS)
 
 
 # ----------------------------------------------------------------------------- tables against records.parquet

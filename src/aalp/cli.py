@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import config as C
-from .pipeline import run_dir as _run_dir
+from .pipeline import REPORT_ITEMS, run_dir as _run_dir
 
 log = logging.getLogger("aalp")
 
@@ -53,7 +53,12 @@ def cmd_analyze(cfg, args):
 def cmd_report(cfg, args):
     from . import reporting
 
-    reporting.report(cfg, args.out)
+    if args.item:
+        reporting.report_item(cfg, args.item, args.out)
+    elif args.index:
+        reporting.report_index(cfg, args.out)
+    else:
+        reporting.report(cfg, args.out)
 
 
 def cmd_dvc(cfg, args):
@@ -116,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--method", required=True)
         s.add_argument("--seed", type=int, required=True)
         s.set_defaults(fn=fn)
-    s = sub.add_parser("report", help="compute the report tables and render the notebooks to HTML")
+    s = sub.add_parser("report", help="compute the report's tables and figures and render the notebooks to HTML "
+                                      "(every item and the index page, or one of them)")
     s.add_argument("--out", default="reports")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--item", choices=REPORT_ITEMS, help="one figure or table (what its pipeline stage runs)")
+    which.add_argument("--index", action="store_true", help="only the front page and claims.json, from claims/*.csv")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
     s.add_argument("--output", default="dvc.yaml")

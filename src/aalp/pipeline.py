@@ -22,25 +22,44 @@ CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inp
     "train": ["training.py", "losses.py", "models.py", "attacks.py", "data.py"],
     "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
     "analyze": ["analysis.py", "attacks.py", "losses.py", "models.py", "training.py", "data.py"],
-    "report": ["reporting.py", "figures.py"],
+    "report": ["reporting.py", "figures.py"],  # + the item's notebook and the paper's tables
+    "index": ["reporting.py"],
 }
 PAPER_TABLES = ["table1_consistency.csv", "table2_defense.csv", "table3_guided_dropout.csv", "table4_consistent_share.csv"]
 
 
+FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
+TABLES = ["table1", "table2", "table3", "table4"]
+REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
+
+
 def notebooks() -> list[str]:
-    from .reporting import REPORT_NOTEBOOKS
-
-    return list(REPORT_NOTEBOOKS)
+    return list(REPORT_ITEMS)
 
 
-def report_outs() -> list[str]:
-    """Every file the report stage writes (fixed names), claims.json (a metrics file) excluded."""
-    from .reporting import REPORT_OUTPUTS
+def item_outs(item: str) -> list[str]:
+    """Every file the report stage of one figure or table writes (fixed names)."""
+    from .reporting import item_outputs
 
-    return [o for o in REPORT_OUTPUTS if o != REPORT_METRICS]
+    return item_outputs(item)
 
 
+def item_inputs(cfg: dict, item: str) -> list[str]:
+    """The run files one report item reads (outputs of train, evaluate and analyze stages)."""
+    from .reporting import _inputs
+
+    return list(dict.fromkeys(p.as_posix() for p in _inputs(cfg, item)))
+
+
+REPORT_INDEX = "reports/index.html"
 REPORT_METRICS = "reports/claims.json"
+
+
+def index_inputs() -> list[str]:
+    """What the front page reads: every item's claims and page (so it is written after them)."""
+    from .reporting import CLAIMS
+
+    return [f"reports/claims/{n}.csv" for n in CLAIMS] + [f"reports/{nb}.html" for nb in notebooks()]
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,8 @@ TEMPLATES = {
                         tuple(f"{RUN}/analysis/{f}" for f in ("contributions.csv", "cam.npz", "checkpoints.csv",
                                                                "checkpoint_cams.npz")),
                         metrics=(f"{RUN}/analysis/summary.json",)),
-    "report": Template("python -m aalp report", (), metrics=(REPORT_METRICS,)),
+    "report": Template("python -m aalp report --item {item}", ()),
+    "index": Template("python -m aalp report --index", (REPORT_INDEX,), metrics=(REPORT_METRICS,)),
 }
 
 
@@ -89,7 +109,7 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
         return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
     if stage == "analyze":
         return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
-    if stage == "report":
+    if stage in ("report", "index"):
         return ["profile"]
     raise ValueError(stage)
 
@@ -121,11 +141,11 @@ def repo_rel(workdir: Path | str = ".") -> str:
     return os.path.relpath(project_root(workdir), Path(workdir).resolve())
 
 
-def code_deps(stage: str, workdir: Path | str = ".") -> list[str]:
+def code_deps(stage: str, workdir: Path | str = ".", item: str | None = None) -> list[str]:
     root = repo_rel(workdir)
     deps = [os.path.normpath(f"{root}/src/aalp/{f}") for f in CODE[stage]]
     if stage == "report":
-        deps += [os.path.normpath(f"{root}/notebooks/{nb}.ipynb") for nb in notebooks()]
+        deps.append(os.path.normpath(f"{root}/notebooks/{item}.ipynb"))
         deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
     return deps
 
@@ -151,11 +171,11 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     dd = cfg["data"]["dir"]
     out: list[Stage] = []
 
-    def make(kind, name, deps, dataset=None, method=None, seed=None):
+    def make(kind, name, deps, dataset=None, method=None, seed=None, item=None):
         t = TEMPLATES[kind]
-        kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed)
-        outs = report_outs() if kind == "report" else [o.format(**kw) for o in t.outs]
-        return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir), outs,
+        kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed, item=item)
+        outs = item_outs(item) if kind == "report" else [o.format(**kw) for o in t.outs]
+        return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir, item), outs,
                      stage_params(cfg, kind, dataset, method), [o.format(**kw) for o in t.metrics],
                      [o.format(**kw) for o in t.plots])
 
@@ -170,7 +190,9 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
         out += [train, ev]
         if (d, m, s) in analysed:
             out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s))
-    out.append(make("report", "report", report_inputs(cfg)))
+    for nb in notebooks():
+        out.append(make("report", f"report-{nb}", item_inputs(cfg, nb), item=nb))
+    out.append(make("index", "report", index_inputs()))
     return out
 
 
@@ -209,7 +231,7 @@ def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
 def smk_output(kind: str, data_dir: str = "data") -> dict[str, str]:
     """Named output patterns with Snakemake wildcards."""
     t = TEMPLATES[kind]
-    outs = tuple(report_outs()) if kind == "report" else t.outs
+    outs = t.outs
     pats = [o.replace("{data_dir}", data_dir) for o in outs + t.metrics + t.plots]
     return {re.sub(r"\W", "_", Path(p).name.split(".")[0]) + f"_{i}": p for i, p in enumerate(pats)}
 
@@ -224,13 +246,6 @@ def smk_targets(cfg: dict) -> list[str]:
 
 def prepared(data_dir: str, dataset: str) -> list[str]:
     return [o.format(data_dir=data_dir, dataset=dataset) for o in TEMPLATES["prepare"].outs]
-
-
-def report_inputs(cfg: dict) -> list[str]:
-    """Every run file the report reads (they are outputs of train, evaluate and analyze stages)."""
-    from .reporting import report_inputs as inputs
-
-    return [str(p) for p in inputs(cfg)]
 
 
 def gpu_slots(cfg: dict) -> int:

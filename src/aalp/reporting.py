@@ -34,13 +34,11 @@ import pandas as pd
 from . import config as C
 from .artifacts import atomic_path, read_json
 from .evaluation import consistency_sets
-from .pipeline import run_dir
+from .pipeline import FIGURES, TABLES, run_dir
 
 log = logging.getLogger(__name__)
 PAPER_DIR = C.REPO_ROOT / "paper"
 
-FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
-TABLES = ["table1", "table2", "table3", "table4"]
 REPORT_NOTEBOOKS = FIGURES + TABLES
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
@@ -75,17 +73,31 @@ TABLE1_METRICS = {  # paper/table1_consistency.csv column -> (records column, sc
 CKPT_CLAIMS = {"fig09": ("n50", "gini"), "fig10": ("cam_area_adv", "cam_on_object_adv")}
 
 
+def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
+    """The files report_item(cfg, name, out_dir) writes: its page and executed notebook, its figure (PNG,
+    SVG), table, claims and figure data, whatever runs the parameter set has."""
+    o = Path(out_dir).as_posix()
+    files = [f"{o}/{name}.html", f"{o}/notebooks/{name}.ipynb"]
+    if name in FIGURES:
+        files += [f"{o}/figures/{name}.{ext}" for ext in ("png", "svg")]
+    if name in TABLES:
+        files += [f"{o}/tables/{name}.csv"] + ([f"{o}/tables/table2_checks.csv"] if name == "table2" else [])
+    if name in CLAIMS:
+        files.append(f"{o}/claims/{name}.csv")
+    if name in DATA:
+        files.append(f"{o}/data/{name}.{DATA[name]}")
+    return files
+
+
+def index_outputs(out_dir: str | Path = "reports") -> list[str]:
+    """The files report_index writes: the front page and claims.json (every claim, a DVC metrics file)."""
+    o = Path(out_dir).as_posix()
+    return [f"{o}/index.html", f"{o}/claims.json"]
+
+
 def report_outputs(out_dir: str | Path = "reports") -> list[str]:
     """Every file report(cfg, out_dir) writes, whatever runs the parameter set has."""
-    o = Path(out_dir).as_posix()
-    files = [f"{o}/index.html", f"{o}/claims.json"]
-    files += [f"{o}/{nb}.html" for nb in REPORT_NOTEBOOKS]
-    files += [f"{o}/notebooks/{nb}.ipynb" for nb in REPORT_NOTEBOOKS]
-    files += [f"{o}/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")]
-    files += [f"{o}/tables/{t}.csv" for t in TABLES] + [f"{o}/tables/table2_checks.csv"]
-    files += [f"{o}/claims/{c}.csv" for c in CLAIMS]
-    files += [f"{o}/data/{f}.{ext}" for f, ext in DATA.items()]
-    return files
+    return index_outputs(out_dir) + [f for nb in REPORT_NOTEBOOKS for f in item_outputs(nb, out_dir)]
 
 
 REPORT_OUTPUTS = report_outputs()
@@ -717,46 +729,78 @@ def write_index(out_dir: Path, cfg: dict, status: dict[str, str]) -> None:
         tmp.write_text(page)
 
 
-def report(cfg: dict, out_dir: str | Path = "reports") -> None:
-    """Compute every table, figure data file and claim from the run folders (relative to the working
-    directory), then render each notebook. Writes exactly report_outputs(out_dir)."""
+def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFrame | None, dict[str, pd.DataFrame]]:
+    """(figure data, claims, tables) of one report item, from the run files it reads (_inputs)."""
+    data, claims, tables = None, None, {}
+    if name in ("fig01", "fig07"):
+        data, claims = contribution_curves(cfg, name)
+    elif name in ("fig02", "fig08"):
+        data, claims = cam_grid(cfg, name)
+    elif name == "fig03":
+        data, claims = adversarial_confidence(cfg)
+    elif name == "fig04":
+        data, claims = probe_alp_by_set(cfg)
+    elif name == "fig06":
+        data, claims = sweep_accuracy(cfg)
+    elif name == "fig09":
+        data, claims, _ = checkpoint_series(cfg)
+    elif name == "fig10":
+        _, _, claims = checkpoint_series(cfg)
+        data = checkpoint_cams(cfg)
+    elif name == "fig11":
+        data, claims = confidence_scatter(cfg)
+    elif name == "fig12":
+        data, claims = training_curves(cfg)
+    elif name == "table1":
+        tables["table1"], claims = table1(cfg)
+    elif name == "table2":
+        tables["table2"] = table2(cfg, collect_metrics(cfg))
+        tables["table2_checks"] = sanity_table(cfg)
+    elif name == "table3":
+        tables["table3"], claims = table3(cfg)
+    elif name == "table4":
+        tables["table4"], claims = table4(cfg, confidence_scatter(cfg)[1])
+    else:
+        raise ValueError(f"unknown report item {name!r}; allowed values: {', '.join(REPORT_NOTEBOOKS)}")
+    return data, claims, tables
+
+
+def report_item(cfg: dict, name: str, out_dir: str | Path = "reports") -> None:
+    """One figure or table: compute its numbers from the run folders (relative to the working directory),
+    write them, and render its notebook. Writes exactly item_outputs(name, out_dir)."""
     out_dir = Path(out_dir)
-    _READS.clear()
-    data, claims, tables = {}, {}, {}
-    metric_runs = collect_metrics(cfg)
-    tables["table2"] = table2(cfg, metric_runs)
-    checks = sanity_table(cfg)
-    data["fig01"], claims["fig01"] = contribution_curves(cfg, "fig01")
-    data["fig07"], claims["fig07"] = contribution_curves(cfg, "fig07")
-    data["fig02"], claims["fig02"] = cam_grid(cfg, "fig02")
-    data["fig08"], claims["fig08"] = cam_grid(cfg, "fig08")
-    data["fig03"], claims["fig03"] = adversarial_confidence(cfg)
-    data["fig04"], claims["fig04"] = probe_alp_by_set(cfg)
-    data["fig06"], claims["fig06"] = sweep_accuracy(cfg)
-    data["fig09"], claims["fig09"], claims["fig10"] = checkpoint_series(cfg)
-    data["fig10"] = checkpoint_cams(cfg)
-    data["fig11"], claims["fig11"] = confidence_scatter(cfg)
-    data["fig12"], claims["fig12"] = training_curves(cfg)
-    tables["table1"], claims["table1"] = table1(cfg)
-    tables["table3"], claims["table3"] = table3(cfg)
-    tables["table4"], claims["table4"] = table4(cfg, claims["fig11"])
+    data, claims, tables = compute(cfg, name)
+    if name in DATA:
+        (write_npz if DATA[name] == "npz" else write_csv)(data, out_dir / "data" / f"{name}.{DATA[name]}")
+    if name in CLAIMS:
+        write_csv(claims, out_dir / "claims" / f"{name}.csv")
+    for t, df in tables.items():
+        write_csv(df, out_dir / "tables" / f"{t}.csv")
+    render(name, out_dir, {"report_dir": str(out_dir), "profile": cfg["profile"], "needs": needs(cfg, name),
+                           "title": TITLES[name]})
+    _check_written(item_outputs(name, out_dir))
 
-    for name, df in data.items():
-        (write_npz if DATA[name] == "npz" else write_csv)(df, out_dir / "data" / f"{name}.{DATA[name]}")
-    for name in CLAIMS:
-        write_csv(claims[name], out_dir / "claims" / f"{name}.csv")
-    for name, df in tables.items():
-        write_csv(df, out_dir / "tables" / f"{name}.csv")
-    write_csv(checks, out_dir / "tables" / "table2_checks.csv")
+
+def report_index(cfg: dict, out_dir: str | Path = "reports") -> None:
+    """The front page and claims.json, from the claims/*.csv the item stages wrote."""
+    out_dir = Path(out_dir)
+    claims = {n: pd.read_csv(out_dir / "claims" / f"{n}.csv") for n in CLAIMS}
     with atomic_path(out_dir / "claims.json") as tmp:
-        tmp.write_text(json.dumps(claims_dict({n: claims[n] for n in CLAIMS}), indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(claims_dict(claims), indent=1, sort_keys=True) + "\n")
+    write_index(out_dir, cfg, {nb: needs(cfg, nb) for nb in REPORT_NOTEBOOKS})
+    _check_written(index_outputs(out_dir))
 
-    status = {nb: needs(cfg, nb) for nb in REPORT_NOTEBOOKS}
-    for nb in REPORT_NOTEBOOKS:
-        render(nb, out_dir, {"report_dir": str(out_dir), "profile": cfg["profile"], "needs": status[nb],
-                             "title": TITLES[nb]})
-    write_index(out_dir, cfg, status)
-    missing = [p for p in report_outputs(out_dir) if not Path(p).is_file()]
+
+def _check_written(files: list[str]) -> None:
+    missing = [p for p in files if not Path(p).is_file()]
     if missing:
         raise RuntimeError(f"the report did not write {', '.join(missing)}")
 
+
+def report(cfg: dict, out_dir: str | Path = "reports", items: list[str] | None = None) -> None:
+    """Every item (or the given ones), then the index. The pipeline runs one stage per item instead, so that
+    a change reruns only the items whose run files changed."""
+    _READS.clear()
+    for name in items or REPORT_NOTEBOOKS:
+        report_item(cfg, name, out_dir)
+    report_index(cfg, out_dir)
