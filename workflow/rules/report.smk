@@ -12,8 +12,9 @@ for item in P.notebooks():
             P.item_outs(item),
         params:
             fingerprint=P.fingerprint(CFG, "report"),
+            item=item,  # bound now: the shell command is formatted when the job runs, after the loop
         shell:
-            f"python -m aalp report --item {item}"
+            "python -m aalp report --item {params.item}"
 
 
 rule report:
