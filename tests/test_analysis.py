@@ -131,7 +131,7 @@ def trained(tmp_path_factory):
     p["methods"] = {"adv": {"objective": "adv", "attack": {"eps": 0.3}}}  # an override analyze must not use
     p["training"].update(probe_size=16, checkpoint_every=3, device="cpu", checkpoint_runs=["synthetic/adv"])
     p["analysis"] = {"samples": 40, "cam_samples": 5, "batch_size": 16}
-    p["sweeps"] = []
+    p["sweeps"], p["run_seeds"] = [], {}
     cfg = C.validate(p)
     data.prepare(cfg, "synthetic")
     training.train(cfg, C.run_spec(cfg, "synthetic", "adv", 0), tmp / "run")

@@ -194,3 +194,15 @@ def test_autoattack_samples_off_the_batch_grid_is_rejected_before_training(ci_pa
     check_error(p, "evaluation.autoattack_samples = 50 is not a multiple of evaluation.batch_size = 40")
     p["evaluation"]["autoattack_samples"] = 80
     C.validate(p)
+
+
+def test_run_seeds_give_single_runs_more_seeds(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["seeds"], p["run_seeds"] = [0], {"synthetic/alp": [0, 1], "synthetic/aalp_lambda2": [0, 3]}
+    runs = list(C.runs(C.validate(p)))
+    assert [r for r in runs if r[:2] == ("synthetic", "alp")] == [("synthetic", "alp", 0), ("synthetic", "alp", 1)]
+    assert ("synthetic", "aalp_lambda2", 3) in runs and ("synthetic", "adv", 1) not in runs
+    p["run_seeds"] = {"synthetic/nope": [0]}
+    check_error(p, "run_seeds.synthetic/nope names no run; allowed values: ")
+    p["run_seeds"] = {"synthetic/alp": [1, 0]}
+    check_error(p, "run_seeds.synthetic/alp must start with the first of seeds (0)")

@@ -31,27 +31,36 @@ def _check_report(work, cfg):
         assert img.shape[0] > 50 and img.shape[1] > 50 and img.std() > 0, png
     assert len(list((work / "reports" / "figures").glob("fig*.png"))) == 11
 
-    def records(d, m):
-        r = pd.read_parquet(work / f"runs/{d}/{m}/s0/eval/records.parquet")
+    def records(d, m, s=0):
+        r = pd.read_parquet(work / f"runs/{d}/{m}/s{s}/eval/records.parquet")
         ok, adv = r.clean_pred == r.label, r.train_pred == r.label
         return r.assign(consistent=ok & adv, inconsistent=ok & ~adv)
 
+    seeds = {m: cfg.get("run_seeds", {}).get(f"synthetic/{m}", cfg["seeds"]) for m in cfg["methods"]}
+    assert len(seeds["alp"]) == 2 and len(seeds["aalp"]) == 2  # the interval and paired-difference paths run
     t1 = pd.read_csv(work / "reports/tables/table1.csv")
-    r = records("synthetic", "alp")
     for st in ("consistent", "inconsistent"):
-        part = r[r[st]]
-        if len(part):
+        per_seed = [records("synthetic", "alp", s) for s in seeds["alp"]]
+        if all(p[st].any() for p in per_seed):
             row = t1[(t1.dataset == "synthetic") & (t1.set == st) & (t1.metric == "adv_gt_confidence")]
-            assert row.ours_mean.item() == pytest.approx(100 * part.train_conf.mean(), rel=1e-6)
+            want = sum(100 * p[p[st]].train_conf.mean() for p in per_seed) / len(per_seed)
+            assert row.ours_mean.item() == pytest.approx(want, rel=1e-6)
     t3 = pd.read_csv(work / "reports/tables/table3.csv")
     for m in ("raw", "raw_gd", "adv", "adv_gd", "alp", "alp_gd"):
-        r = records("synthetic", m)
+        want = sum(100 * (r.pgd10_pred == r.label).mean() for r in (records("synthetic", m, s) for s in seeds[m]))
         row = t3[(t3.dataset == "synthetic") & (t3.method == m) & (t3.metric == "pgd10")]
-        assert row.ours_mean.item() == pytest.approx(100 * (r.pgd10_pred == r.label).mean(), abs=1e-3)
+        assert row.ours_mean.item() == pytest.approx(want / len(seeds[m]), abs=1e-3)
     t4 = pd.read_csv(work / "reports/tables/table4.csv")
     for m in ("alp", "aalp"):
-        r = records("synthetic", m)
-        assert t4[t4.dataset == "synthetic"][f"{m}_mean"].item() == pytest.approx(100 * r.consistent.mean(), rel=1e-9)
+        want = sum(100 * records("synthetic", m, s).consistent.mean() for s in seeds[m]) / len(seeds[m])
+        assert t4[t4.dataset == "synthetic"][f"{m}_mean"].item() == pytest.approx(want, rel=1e-9)
+    verdicts = pd.read_csv(work / "reports/tables/verdicts.csv")
+    row = verdicts[(verdicts.claim_id == "aalp_consistent") & (verdicts.dataset == "synthetic")]
+    diffs = [100 * (records("synthetic", "aalp", s).consistent.mean() - records("synthetic", "alp", s).consistent.mean())
+             for s in seeds["alp"]]
+    assert row["mean"].item() == pytest.approx(sum(diffs) / 2, abs=1e-6) and row.n_seeds.item() == 2
+    half = 12.7062047 * abs(diffs[0] - diffs[1]) / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) * sd / sqrt(2)
+    assert row["half"].item() == pytest.approx(half, rel=1e-5)
     claims = json.loads((work / "reports" / "claims.json").read_text())
     assert any(k.startswith("fig01/synthetic/alp/") for k in claims)
 
@@ -64,9 +73,12 @@ def _check_outputs(work):
     assert "Table 2" in html
     for d, exp in cfg["experiments"].items():
         for m in exp["methods"]:
-            met = json.loads((work / f"runs/{d}/{m}/s0/eval/metrics.json").read_text())
+            seeds = cfg.get("run_seeds", {}).get(f"{d}/{m}", cfg["seeds"])
+            mets = [json.loads((work / f"runs/{d}/{m}/s{s}/eval/metrics.json").read_text()) for s in seeds]
+            met = mets[0]
             assert set(met["accuracy"]) == {"clean", "train", *cfg["evaluation"]["attacks"]}
-            for metric, v in met["accuracy"].items():
+            for metric in met["accuracy"]:
+                v = sum(x["accuracy"][metric] for x in mets) / len(mets)
                 row = table[(table.dataset == d) & (table.method == m) & (table.metric == metric)]
                 assert row.ours_mean.item() == pytest.approx(v, abs=1e-3)
                 assert f"{v:.2f}" in html
@@ -99,7 +111,7 @@ ADV_ONLY = {"train-synthetic-adv-s0", "evaluate-synthetic-adv-s0", "analyze-synt
             "report-fig01", "report-fig02", "report-fig07", "report-fig08", "report-table2", "report-table3", "report"}
 ANALYSIS_ONLY = {f"analyze-{d}-{m}-s0" for d, ms in (("synthetic", ("raw", "adv", "alp", "trades", "alp_gd", "alp_aw", "aalp",
                                                                       "raw_gd", "adv_gd")), ("synthetic_rgb", ("raw", "adv")))
-                 for m in ms} | {"report-fig01", "report-fig02", "report-fig07", "report-fig08", "report-fig09",
+                 for m in ms} | {"analyze-synthetic-alp-s1", "analyze-synthetic-aalp-s1"} | {"report-fig01", "report-fig02", "report-fig07", "report-fig08", "report-fig09",
                                  "report-fig10", "report"}  # the items drawn from analysis files
 
 
@@ -117,20 +129,44 @@ def _job_name(cmd):
     return "-".join(x for x in (kind, d, meth, f"s{seed}" if seed else None, item) if x)
 
 
-def test_snakemake_dag(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    work = repo / PROFILE
+@pytest.fixture(scope="module")
+def snakemake_run(tmp_path_factory):
+    """The CI profile's whole DAG through Snakemake, once for the tests below: (repository, profile folder)."""
+    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo")
     run(f"snakemake --cores 2 --resources gpu=1 --directory {PROFILE}", repo)
+    return repo, repo / PROFILE
+
+
+def test_snakemake_dag(snakemake_run):
+    repo, work = snakemake_run
     _check_outputs(work)
     again = run(f"snakemake -n --cores 2 --directory {PROFILE}", repo)
     assert "Nothing to be done" in again.stdout + again.stderr
     original = (work / "params.yaml").read_text()
-    for edit, expected in ((_edit_adv_steps, ADV_ONLY), (_edit_cam_samples, ANALYSIS_ONLY)):
+    try:
+        for edit, expected in ((_edit_adv_steps, ADV_ONLY), (_edit_cam_samples, ANALYSIS_ONLY)):
+            (work / "params.yaml").write_text(original)
+            edit(work)
+            dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
+            jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
+            assert jobs == expected, edit.__name__
+    finally:
         (work / "params.yaml").write_text(original)
-        edit(work)
-        dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
-        jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
-        assert jobs == expected, edit.__name__
+
+
+def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
+    """The front page and every page it links, in headless chromium: no broken link or anchor, every image
+    decodes, no console error, nothing fetched from the network. The screenshot is left in tmp_path."""
+    from browser import check_site
+
+    _, work = snakemake_run
+    r = check_site(work / "reports" / "index.html", tmp_path / "index.png")
+    assert not r["problems"], "\n".join(r["problems"])
+    names = {p.name for p in r["pages"]}
+    assert {"index.html", "method.html", "fig01.html", "table2.html"} <= names and len(names) == 17
+    index = (work / "reports" / "index.html").read_text()
+    assert "Verdicts" in index and "t-interval" in index and "Provenance" in index
+    print(f"screenshot: {tmp_path / 'index.png'}")
 
 
 def test_dvc_dag(tmp_path):

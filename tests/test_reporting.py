@@ -32,6 +32,7 @@ def tiny_params() -> dict:
     exp = {**p["experiments"]["synthetic"], "epochs": EPOCHS, "batch_size": 64, "methods": METHODS}
     p["experiments"] = {"synthetic": exp}
     p["sweeps"] = [{"dataset": "synthetic", "method": "aalp", "param": "lambda", "values": [0.1, 1.0]}]
+    p["run_seeds"] = {}
     # 5 steps per epoch, 15 in all: snapshots at steps 4, 8 and 12
     p["training"].update(checkpoint_every=4, probe_size=60, checkpoint_runs=["synthetic/aalp"])
     p["evaluation"].update(attacks=["fgsm", "pgd10", "cw10"], n_samples=60, batch_size=60)
@@ -85,7 +86,7 @@ def reduced(built):
     past ALP: most figures have nothing to draw."""
     cfg, root, _, _ = built
     p = tiny_params()
-    p["sweeps"] = []
+    p["sweeps"], p["run_seeds"] = [], {}
     p["training"]["checkpoint_runs"] = []
     p["experiments"]["synthetic"]["methods"] = ["raw", "adv", "alp"]
     small = C.validate(p)

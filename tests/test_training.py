@@ -19,6 +19,7 @@ def tiny(tmp_path, ci_params, monkeypatch):
     p["methods"]["trades"] = {"objective": "trades"}
     p["experiments"]["synthetic"]["methods"] = ["raw", "adv", "aalp", "trades"]
     p["training"]["probe_size"] = 32
+    p["run_seeds"] = {}
     cfg = C.validate(p)
     data.prepare(cfg, "synthetic")
     return cfg

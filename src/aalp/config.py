@@ -142,6 +142,18 @@ def _check_references(cfg: dict, source: str) -> None:
             extra = sorted(set(ds) - {"source"})
             if extra:
                 raise ConfigError(f"{source}: datasets.{name}.{extra[0]} only applies to synthetic datasets")
+    _check_run_seeds(cfg, source)
+
+
+def _check_run_seeds(cfg: dict, source: str) -> None:
+    for key, ss in cfg.get("run_seeds", {}).items():
+        known = {f"{dd}/{mm}" for dd, e in cfg["experiments"].items() for mm in e["methods"]} | {
+            f"{dd}/{nn}" for dd, nn in variants(cfg)}
+        if key not in known:
+            raise ConfigError(f"{source}: run_seeds.{key} names no run; allowed values: {', '.join(sorted(known))}")
+        if ss[0] != cfg["seeds"][0]:
+            raise ConfigError(f"{source}: run_seeds.{key} must start with the first of seeds ({cfg['seeds'][0]}): "
+                              "per-sample figures compare the models of that seed")
 
 
 def dataset_shape(cfg: dict, dataset: str) -> tuple[int, int, int]:
@@ -245,15 +257,20 @@ def run_spec(cfg: dict, dataset: str, method: str, seed: int) -> RunSpec:
                    snapshots=f"{dataset}/{method}" in cfg["training"].get("checkpoint_runs", []))
 
 
+def seeds(cfg: dict, dataset: str, method: str) -> list[int]:
+    """The seeds of one run: `run_seeds["<dataset>/<method>"]` where given, else `seeds`."""
+    return list(cfg.get("run_seeds", {}).get(f"{dataset}/{method}", cfg["seeds"]))
+
+
 def runs(cfg: dict, sweeps: bool = True):
     """Every (dataset, method, seed) of the experiment matrix, then every sweep variant, in a stable order."""
     for dataset, exp in cfg["experiments"].items():
         for method in exp["methods"]:
-            for seed in cfg["seeds"]:
+            for seed in seeds(cfg, dataset, method):
                 yield dataset, method, seed
     if sweeps:
         for dataset, name in variants(cfg):
-            for seed in cfg["seeds"]:
+            for seed in seeds(cfg, dataset, name):
                 yield dataset, name, seed
 
 

@@ -23,7 +23,7 @@ CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inp
     "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
     "analyze": ["analysis.py", "attacks.py", "losses.py", "models.py", "training.py", "data.py"],
     "report": ["reporting.py", "figures.py"],  # + the item's notebook and the paper's tables
-    "index": ["reporting.py"],
+    "index": ["reporting.py", "frontpage.py", "verdicts.py", "stats.py"],  # + docs/method.md
 }
 PAPER_TABLES = ["table1_consistency.csv", "table2_defense.csv", "table3_guided_dropout.csv", "table4_consistent_share.csv"]
 
@@ -51,15 +51,18 @@ def item_inputs(cfg: dict, item: str) -> list[str]:
     return list(dict.fromkeys(p.as_posix() for p in _inputs(cfg, item)))
 
 
-REPORT_INDEX = "reports/index.html"
+REPORT_INDEX = ("reports/index.html", "reports/method.html", "reports/tables/verdicts.csv")
 REPORT_METRICS = "reports/claims.json"
 
 
-def index_inputs() -> list[str]:
-    """What the front page reads: every item's claims and page (so it is written after them)."""
+def index_inputs(cfg: dict) -> list[str]:
+    """What the front page reads: every item's claims and page (so it is written after them), Table 2 and
+    its checks, and each run's provenance (run.json, eval.json)."""
+    from .frontpage import run_files
     from .reporting import CLAIMS
 
-    return [f"reports/claims/{n}.csv" for n in CLAIMS] + [f"reports/{nb}.html" for nb in notebooks()]
+    return ([f"reports/claims/{n}.csv" for n in CLAIMS] + [f"reports/{nb}.html" for nb in notebooks()]
+            + ["reports/tables/table2.csv", "reports/tables/table2_checks.csv"] + run_files(cfg))
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ TEMPLATES = {
                                                                "checkpoint_cams.npz")),
                         metrics=(f"{RUN}/analysis/summary.json",)),
     "report": Template("python -m aalp report --item {item}", ()),
-    "index": Template("python -m aalp report --index", (REPORT_INDEX,), metrics=(REPORT_METRICS,)),
+    "index": Template("python -m aalp report --index", REPORT_INDEX, metrics=(REPORT_METRICS,)),
 }
 
 
@@ -147,6 +150,9 @@ def code_deps(stage: str, workdir: Path | str = ".", item: str | None = None) ->
     if stage == "report":
         deps.append(os.path.normpath(f"{root}/notebooks/{item}.ipynb"))
         deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
+    if stage == "index":
+        deps.append(os.path.normpath(f"{root}/docs/method.md"))
+        deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
     return deps
 
 
@@ -192,7 +198,7 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
             out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s))
     for nb in notebooks():
         out.append(make("report", f"report-{nb}", item_inputs(cfg, nb), item=nb))
-    out.append(make("index", "report", index_inputs()))
+    out.append(make("index", "report", index_inputs(cfg)))
     return out
 
 

@@ -43,7 +43,7 @@ REPORT_NOTEBOOKS = FIGURES + TABLES
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
         "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv"}
-CLAIM_COLUMNS = ["dataset", "method", "claim", "mean", "std", "n_seeds"]
+CLAIM_COLUMNS = ["dataset", "method", "claim", "mean", "std", "n_seeds", "seeds", "values"]
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
 
@@ -90,9 +90,10 @@ def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
 
 
 def index_outputs(out_dir: str | Path = "reports") -> list[str]:
-    """The files report_index writes: the front page and claims.json (every claim, a DVC metrics file)."""
+    """The files report_index writes: the front page, the method page it links, the verdict table and
+    claims.json (every claim, a DVC metrics file)."""
     o = Path(out_dir).as_posix()
-    return [f"{o}/index.html", f"{o}/claims.json"]
+    return [f"{o}/index.html", f"{o}/method.html", f"{o}/tables/verdicts.csv", f"{o}/claims.json"]
 
 
 def report_outputs(out_dir: str | Path = "reports") -> list[str]:
@@ -146,8 +147,10 @@ def _sorted(methods) -> list[str]:
     return sorted(methods, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
 
 
-def seeds(cfg: dict) -> list[int]:
-    return list(cfg["seeds"])
+def seeds(cfg: dict, dataset: str | None = None, method: str | None = None) -> list[int]:
+    if dataset is not None:
+        return C.seeds(cfg, dataset, method)
+    return list(cfg["seeds"])  # the main list; a run's own: C.seeds(cfg, dataset, method)
 
 
 def models(cfg: dict, name: str) -> list[tuple[str, list[str]]]:
@@ -228,31 +231,32 @@ def needs(cfg: dict, name: str) -> str:
 
 def _inputs(cfg: dict, name: str) -> list[Path]:
     """The run files report() reads for `name`."""
-    ss, first = seeds(cfg), seeds(cfg)[:1]
+    ss = lambda d, m: seeds(cfg, d, m)  # noqa: E731
+    first = lambda d, m: seeds(cfg, d, m)[:1]  # noqa: E731
     if name in ("fig01", "fig07"):
-        return [_analysis(d, m, s, f) for d, ms in models(cfg, name) for m in ms for s in ss
+        return [_analysis(d, m, s, f) for d, ms in models(cfg, name) for m in ms for s in ss(d, m)
                 for f in ("summary.json", "contributions.csv")]
     if name in ("fig02", "fig08"):
-        return ([_analysis(d, m, s, "summary.json") for d, ms in models(cfg, name) for m in ms for s in ss]
-                + [_analysis(d, m, s, "cam.npz") for d, ms in models(cfg, name) for m in ms for s in first])
+        return ([_analysis(d, m, s, "summary.json") for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
+                + [_analysis(d, m, s, "cam.npz") for d, ms in models(cfg, name) for m in ms for s in first(d, m)])
     if name in ("fig03", "fig11", "table1", "table4"):
-        return [_records(d, m, s) for d, ms in models(cfg, name) for m in ms for s in ss]
+        return [_records(d, m, s) for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
     if name == "fig04":
-        return [run_dir(d, "alp", s) / "probe.parquet" for d, _ in models(cfg, name) for s in ss]
+        return [run_dir(d, "alp", s) / "probe.parquet" for d, _ in models(cfg, name) for s in ss(d, "alp")]
     if name == "fig12":
-        return [run_dir(d, m, s) / "history.csv" for d, ms in models(cfg, name) for m in ms for s in ss]
+        return [run_dir(d, m, s) / "history.csv" for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
     if name == "fig06":
-        return [_metrics(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss]
+        return [_metrics(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss(d, r)]
     if name == "fig09":
-        return [_analysis(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss]
+        return [_analysis(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
     if name == "fig10":
-        return ([_analysis(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss]
-                + [_analysis(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first
+        return ([_analysis(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
+                + [_analysis(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first(d, m)
                    for f in ("checkpoint_cams.npz", "cam.npz")])
     if name == "table2":
         return [_metrics(d, m, s) for d, m, s in C.runs(cfg)]  # the checks table covers sweep runs too
     if name == "table3":
-        return [_metrics(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss]
+        return [_metrics(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss(d, m)]
     raise ValueError(name)
 
 
@@ -273,10 +277,32 @@ def over_seeds(df: pd.DataFrame, keys: list[str], value: str = "value") -> pd.Da
     return out[cols]
 
 
+def with_seeds(out: pd.DataFrame, df: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    """out (one row per group of keys) plus `seeds` and `values`: the seeds and per-seed values behind each
+    mean, ';'-joined in seed order (the index page pairs methods seed by seed; per_seed() reads them back)."""
+    if out.empty:
+        return out.assign(seeds=pd.Series(dtype=str), values=pd.Series(dtype=str))
+    rows = df.dropna(subset=[value]).sort_values("seed")
+    per = (rows.groupby(keys, sort=False, dropna=False)
+           .agg(seeds=("seed", lambda x: ";".join(str(int(v)) for v in x)),
+                values=(value, lambda x: ";".join(repr(float(v)) for v in x))).reset_index())
+    out = out.merge(per, on=keys, how="left")
+    return out.fillna({"seeds": "", "values": ""})
+
+
+def per_seed(row) -> dict[int, float]:
+    """{seed: value} of one claims/table row written by with_seeds."""
+    seeds, values = str(row["seeds"]) if row["seeds"] == row["seeds"] else "", row["values"]
+    if not seeds:
+        return {}
+    return {int(s): float(v) for s, v in zip(seeds.split(";"), str(values).split(";"))}
+
+
 def claims_frame(per_seed: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """Claim table (CLAIM_COLUMNS) from per-seed rows: dataset, method, claim, seed, value."""
     df = pd.DataFrame(per_seed, columns=["dataset", "method", "claim", "seed", "value"])
-    return over_seeds(df, ["dataset", "method", "claim"])[CLAIM_COLUMNS]
+    keys = ["dataset", "method", "claim"]
+    return with_seeds(over_seeds(df, keys), df, keys)[CLAIM_COLUMNS]
 
 
 def _frame(rows, columns) -> pd.DataFrame:
@@ -306,8 +332,9 @@ def table2(cfg: dict, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Our accuracies (mean and std over seeds) beside the paper's where the paper has the same dataset,
     method and attack. Columns: dataset, source, model, method, metric, ours_mean, ours_std, n_seeds, paper."""
     runs = collect_metrics(cfg) if runs is None else runs
-    g = runs.groupby(["dataset", "source", "method", "metric"], sort=False)["value"]
-    ours = g.agg(ours_mean="mean", ours_std="std", n_seeds="count").reset_index()
+    keys = ["dataset", "source", "method", "metric"]
+    g = runs.groupby(keys, sort=False)["value"]
+    ours = with_seeds(g.agg(ours_mean="mean", ours_std="std", n_seeds="count").reset_index(), runs, keys)
     ours["ours_std"] = ours["ours_std"].fillna(0.0)
     ours["model"] = ours["dataset"].map({d: e["model"] for d, e in cfg["experiments"].items()})
     paper = paper_table2().rename(columns={"dataset": "source"})
@@ -316,7 +343,8 @@ def table2(cfg: dict, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     out = out.sort_values("metric", key=lambda s: s.map(order), kind="stable")
     out = out.sort_values(["dataset", "method"], key=lambda s: s.map({v: i for i, v in enumerate(dict.fromkeys(s))}),
                           kind="stable")
-    return out[["dataset", "source", "model", "method", "metric", "ours_mean", "ours_std", "n_seeds", "paper"]]
+    return out[["dataset", "source", "model", "method", "metric", "ours_mean", "ours_std", "n_seeds", "paper", "seeds",
+                "values"]]
 
 
 def sanity_table(cfg: dict) -> pd.DataFrame:
@@ -337,7 +365,7 @@ def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, p
     curves, claims = [], []
     for d, ms in models(cfg, name):
         for m in ms:
-            for s in seeds(cfg):
+            for s in seeds(cfg, d, m):
                 summ = _json(_analysis(d, m, s, "summary.json"))
                 for k in ("n50", "n90", "gini"):
                     claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
@@ -358,12 +386,12 @@ def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.
     arrays, claims = {}, []
     for d, ms in models(cfg, name):
         for m in ms:
-            for s in seeds(cfg):
+            for s in seeds(cfg, d, m):
                 summ = _json(_analysis(d, m, s, "summary.json"))
                 for k in ("cam_area_adv", "cam_on_object_adv"):
                     if summ.get(k) is not None:
                         claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
-            z = _npz(_analysis(d, m, seeds(cfg)[0], "cam.npz"))
+            z = _npz(_analysis(d, m, seeds(cfg, d, m)[0], "cam.npz"))
             for f in ("x", "x_adv", "cam_clean", "cam_adv", "label", "pred_adv", "index"):
                 arrays[f"{d}/{m}/{f}"] = z[f].astype(np.float32) if z[f].dtype == np.float16 else z[f]
     return arrays, claims_frame(claims)
@@ -376,7 +404,7 @@ def records_with_sets(cfg: dict, d: str, m: str, s: int) -> pd.DataFrame:
 
 
 def _records_of(cfg: dict, name: str) -> dict[tuple[str, str, int], pd.DataFrame]:
-    return {(d, m, s): records_with_sets(cfg, d, m, s) for d, ms in models(cfg, name) for m in ms for s in seeds(cfg)}
+    return {(d, m, s): records_with_sets(cfg, d, m, s) for d, ms in models(cfg, name) for m in ms for s in seeds(cfg, d, m)}
 
 
 def adversarial_confidence(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -504,7 +532,7 @@ def probe_alp_by_set(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     second_half(); NaN elsewhere). Claims: 'alp_slope_<set>' (per epoch; none for an empty set or one epoch)."""
     frames, claims = [], []
     for d, _ in models(cfg, "fig04"):
-        for s in seeds(cfg):
+        for s in seeds(cfg, d, "alp"):
             p = _parquet(run_dir(d, "alp", s) / "probe.parquet")
             last = p[p.epoch == p.epoch.max()].set_index("sample")
             clean_ok, adv_ok = last.clean_correct.astype(bool), last.adv_correct.astype(bool)
@@ -534,7 +562,7 @@ def training_curves(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames, claims = [], []
     for d, ms in models(cfg, "fig12"):
         for m in ms:
-            for s in seeds(cfg):
+            for s in seeds(cfg, d, m):
                 h = _csv(run_dir(d, m, s) / "history.csv")
                 frames.append(h[["epoch", *HISTORY]].assign(dataset=d, method=m, seed=s))
                 last = h.loc[h.epoch.idxmax()]
@@ -552,7 +580,7 @@ def sweep_accuracy(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, claims = [], []
     metrics = attack_columns(cfg)
     for d, base, p, run, v in sweep_runs(cfg):
-        for s in seeds(cfg):
+        for s in seeds(cfg, d, run):
             acc = _json(_metrics(d, run, s))["accuracy"]
             for k in metrics:
                 rows.append({"dataset": d, "method": base, "param": p, "value": v, "run": run, "seed": s, "metric": k,
@@ -568,7 +596,7 @@ def checkpoint_series(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     Fig. 10 ('step<N>/cam_area_adv', 'step<N>/cam_on_object_adv' where defined)."""
     frames, c9, c10 = [], [], []
     for d, m in checkpoint_runs(cfg):
-        for s in seeds(cfg):
+        for s in seeds(cfg, d, m):
             ck = _csv(_analysis(d, m, s, "checkpoints.csv"))
             frames.append(ck.assign(dataset=d, method=m, seed=s))
             for _, row in ck.iterrows():
@@ -587,7 +615,7 @@ def checkpoint_cams(cfg: dict) -> dict[str, np.ndarray]:
     'x_adv' S x K x C x H x W) and the clean inputs and labels of the same samples ('x', 'label', from cam.npz)."""
     arrays = {}
     for d, m in checkpoint_runs(cfg):
-        s = seeds(cfg)[0]
+        s = seeds(cfg, d, m)[0]
         z = _npz(_analysis(d, m, s, "checkpoint_cams.npz"))
         cam = _npz(_analysis(d, m, s, "cam.npz"))
         k = z["cam_adv"].shape[1]
@@ -612,7 +640,7 @@ def table3(cfg: dict, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, p
     rows = []
     for d, a, b in gd_pairs(cfg):
         for m in (a, b):
-            for s in seeds(cfg):
+            for s in seeds(cfg, d, m):
                 acc = _json(_metrics(d, m, s))["accuracy"]
                 rows += [{"dataset": d, "pair": a, "method": m, "seed": s, "metric": k, "value": acc[k]} for k in metrics]
     per_seed = _frame(rows, ["dataset", "pair", "method", "seed", "metric", "value"])
@@ -688,7 +716,10 @@ def render(notebook: str, out_dir: Path, parameters: dict) -> None:
         pm.execute_notebook(str(src), str(tmp_nb), parameters=parameters, kernel_name="python3",
                             cwd=str(Path.cwd()), progress_bar=False, log_output=False)
         nb = nbformat.read(tmp_nb, as_version=4)
-        page, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
+        from .frontpage import _page
+
+        body, _ = HTMLExporter(template_name="basic", exclude_input=True).from_notebook_node(nb)
+        page = _page(TITLES[notebook], '<p><a href="index.html">← report</a></p>\n' + body)
         with atomic_path(out_dir / f"{notebook}.html") as tmp_html:
             tmp_html.write_text(page)
     log.info("rendered %s", out_dir / f"{notebook}.html")
@@ -711,22 +742,6 @@ TITLES = {
     "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
     "table4": "Table 4: share of Consistent samples, ALP vs AALP",
 }
-
-
-def write_index(out_dir: Path, cfg: dict, status: dict[str, str]) -> None:
-    items = []
-    for nb in REPORT_NOTEBOOKS:
-        if nb == "fig06":
-            items.append(f"<li>Fig. 5: not reproduced. {html.escape(FIG05_NOTE.split(': ', 1)[1])}</li>")
-        extra = f" <em>({html.escape(status[nb])})</em>" if status.get(nb) else ""
-        items.append(f'<li><a href="{nb}.html">{html.escape(TITLES[nb])}</a>{extra}</li>')
-    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>AALP report ({html.escape(cfg['profile'])})"
-            f"</title></head>\n<body>\n<h1>AALP reproduction: report of parameter set <code>{html.escape(cfg['profile'])}"
-            f"</code></h1>\n<ul>\n" + "\n".join(items) + "\n</ul>\n<p>Numbers: <code>tables/*.csv</code>, the claims "
-            "behind each figure <code>claims/*.csv</code> and <code>claims.json</code> (mean over seeds, std, n_seeds)."
-            "</p>\n</body></html>\n")
-    with atomic_path(out_dir / "index.html") as tmp:
-        tmp.write_text(page)
 
 
 def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFrame | None, dict[str, pd.DataFrame]]:
@@ -782,12 +797,15 @@ def report_item(cfg: dict, name: str, out_dir: str | Path = "reports") -> None:
 
 
 def report_index(cfg: dict, out_dir: str | Path = "reports") -> None:
-    """The front page and claims.json, from the claims/*.csv the item stages wrote."""
+    """The front page (with the verdicts), the method page and claims.json, from the files the item stages
+    wrote (claims/*.csv, tables/table2*.csv) and the runs' provenance (run.json, eval.json)."""
+    from .frontpage import write_index
+
     out_dir = Path(out_dir)
     claims = {n: pd.read_csv(out_dir / "claims" / f"{n}.csv") for n in CLAIMS}
+    write_index(cfg, out_dir, {nb: needs(cfg, nb) for nb in REPORT_NOTEBOOKS})
     with atomic_path(out_dir / "claims.json") as tmp:
         tmp.write_text(json.dumps(claims_dict(claims), indent=1, sort_keys=True) + "\n")
-    write_index(out_dir, cfg, {nb: needs(cfg, nb) for nb in REPORT_NOTEBOOKS})
     _check_written(index_outputs(out_dir))
 
 

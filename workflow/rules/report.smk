@@ -20,7 +20,7 @@ for item in P.notebooks():
 rule report:
     input:
         P.code_deps("index"),
-        P.index_inputs(),
+        P.index_inputs(CFG),
     output:
         **P.smk_output("index"),
     params:
