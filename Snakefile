@@ -14,6 +14,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 try:
     C.check_checkout(workflow.basedir)  # the imported aalp must be this checkout's code
     CFG = C.validate(config)  # one-line errors naming the key, before any job starts

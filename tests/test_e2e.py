@@ -154,6 +154,18 @@ def test_snakemake_dag(snakemake_run):
         (work / "params.yaml").write_text(original)
 
 
+def test_snakemakes_own_report(snakemake_run):
+    """snakemake --report: every figure and table, and the front page, under their categories."""
+    import zipfile
+
+    repo, work = snakemake_run
+    run(f"snakemake --report report.zip --directory {PROFILE}", repo)
+    names = zipfile.ZipFile(work / "report.zip").namelist()
+    assert sorted(n.rsplit("/", 1)[1] for n in names if n.endswith((".png", ".csv"))) == sorted(
+        [f"fig{n:02d}.png" for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12)] + [f"table{n}.csv" for n in (1, 2, 3, 4)])
+    assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)
+
+
 def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     """The front page and every page it links, in headless chromium: no broken link or anchor, every image
     decodes, no console error, nothing fetched from the network. The screenshot is left in tmp_path."""
@@ -166,6 +178,7 @@ def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     assert {"index.html", "method.html", "fig01.html", "table2.html"} <= names and len(names) == 17
     index = (work / "reports" / "index.html").read_text()
     assert "Verdicts" in index and "t-interval" in index and "Provenance" in index
+    assert re.search(r"<code>([0-9a-f]{12}|src-sha256:[0-9a-f]{16})", index) and ">unknown<" not in index
     print(f"screenshot: {tmp_path / 'index.png'}")
 
 
@@ -178,11 +191,17 @@ def test_dvc_dag(tmp_path):
     assert "pgd10" in metrics.stdout
     again = run("dvc repro", work)
     assert "Running stage" not in again.stdout
+    plots = run("dvc plots show dvc.yaml", work)  # the training curves of every history.csv of this set
+    page = (work / "dvc_plots" / "index.html").read_text()
+    assert "runs/synthetic/aalp/s0/history.csv" in page and "probe_adv_acc" in page, plots.stdout
+    run("git add -A && git -c user.email=t@t -c user.name=t commit -qm 'first run'", work)
     _edit_adv_steps(work)
     rerun = run("dvc repro", work)
     ran = set(re.findall(r"Running stage '([^']+)'", rerun.stdout))
     assert ran == ADV_ONLY | {"matrix-check"}  # the guard reruns (cheaply) on every params.yaml edit
     _check_outputs(work)  # the retrained ADV still learns and is robust
+    moved = json.loads(run("dvc metrics diff --json", work).stdout)  # what the edit moved, against the commit
+    assert "runs/synthetic/adv/s0/eval/metrics.json" in moved and "runs/synthetic/raw/s0/eval/metrics.json" not in moved
     _edit_cam_samples(work)  # a Grad-CAM setting: the analysis stages and the report, nothing else
     rerun = run("dvc repro", work)
     assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == ANALYSIS_ONLY | {"matrix-check"}

@@ -33,6 +33,35 @@ TABLES = ["table1", "table2", "table3", "table4"]
 REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
 
 
+TITLES = {
+    "fig01": "Fig. 1: feature contributions of RAW, ADV and ALP",
+    "fig02": "Fig. 2: Grad-CAM of adversarial samples, RAW, ADV and ALP",
+    "fig03": "Fig. 3: adversarial confidence of the ALP model, Consistent vs Inconsistent samples",
+    "fig04": "Fig. 4: ALP loss of the Consistent and Inconsistent probe samples during ALP training",
+    "fig06": "Fig. 6: accuracy against the swept loss weight",
+    "fig07": "Fig. 7: feature contributions with AALP",
+    "fig08": "Fig. 8: Grad-CAM of adversarial samples, ADV, ALP and AALP",
+    "fig09": "Fig. 9: feature-contribution concentration over AALP training checkpoints",
+    "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
+    "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
+    "fig12": "Fig. 12: ALP vs AALP during training",
+    "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
+    "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
+    "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
+    "table4": "Table 4: share of Consistent samples, ALP vs AALP",
+}
+
+
+def item_title(item: str) -> str:
+    return TITLES[item]
+
+
+def item_caption(item: str) -> str:
+    """One line for Snakemake's report: where the item's page and numbers are."""
+    files = [f"reports/{item}.html"] + ([f"reports/claims/{item}.csv"] if item != "table2" else [])
+    return f"Rendered by notebooks/{item}.ipynb; page and numbers: {', '.join(files)}."
+
+
 def notebooks() -> list[str]:
     return list(REPORT_ITEMS)
 

@@ -34,7 +34,7 @@ import pandas as pd
 from . import config as C
 from .artifacts import atomic_path, read_json
 from .evaluation import consistency_sets
-from .pipeline import FIGURES, TABLES, run_dir
+from .pipeline import FIGURES, TABLES, TITLES, run_dir
 
 log = logging.getLogger(__name__)
 PAPER_DIR = C.REPO_ROOT / "paper"
@@ -725,23 +725,6 @@ def render(notebook: str, out_dir: Path, parameters: dict) -> None:
     log.info("rendered %s", out_dir / f"{notebook}.html")
 
 
-TITLES = {
-    "fig01": "Fig. 1: feature contributions of RAW, ADV and ALP",
-    "fig02": "Fig. 2: Grad-CAM of adversarial samples, RAW, ADV and ALP",
-    "fig03": "Fig. 3: adversarial confidence of the ALP model, Consistent vs Inconsistent samples",
-    "fig04": "Fig. 4: ALP loss of the Consistent and Inconsistent probe samples during ALP training",
-    "fig06": "Fig. 6: accuracy against the swept loss weight",
-    "fig07": "Fig. 7: feature contributions with AALP",
-    "fig08": "Fig. 8: Grad-CAM of adversarial samples, ADV, ALP and AALP",
-    "fig09": "Fig. 9: feature-contribution concentration over AALP training checkpoints",
-    "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
-    "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
-    "fig12": "Fig. 12: ALP vs AALP during training",
-    "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
-    "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
-    "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
-    "table4": "Table 4: share of Consistent samples, ALP vs AALP",
-}
 
 
 def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFrame | None, dict[str, pd.DataFrame]]:
