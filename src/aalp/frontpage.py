@@ -79,6 +79,9 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> st
                for c in missing_claims(cfg, table)]
     counts = table.drop_duplicates(["claim_id", "dataset"]).verdict.value_counts() if len(table) else pd.Series(dtype=int)
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE))
+    if len(table) and (table.n_seeds <= 1).all():
+        summary += ". Every number here comes from one seed, so there is no interval and no verdict can be reached: " \
+                   "run more seeds (seeds, or run_seeds for single runs)"
     head = ("<tr><th>claim</th><th>dataset</th><th>quantity (per seed; a difference pairs models of the same seed on "
             "the same test samples)</th><th>paper</th><th>ours: mean ± 95% t-interval</th><th>verdict</th></tr>")
     return (f'<h2 id="verdicts">Verdicts</h2>\n<p>{_e(summary)} (claim × dataset). A part <b>holds</b> when its whole '
@@ -176,6 +179,13 @@ def choices(cfg: dict) -> list[tuple[str, str]]:
     return out
 
 
+USED_BY = {  # method fields that only some objectives read: list the value only where it is read
+    "lambda": lambda m: m["objective"] == "alp", "pairing": lambda m: m["objective"] == "alp",
+    "beta": lambda m: m["objective"] == "trades", "mixed_batch": lambda m: m["objective"] in ("alp", "trades"),
+    "gd_mask_source": lambda m: m["guided_dropout"], "gd_rescale": lambda m: m["guided_dropout"],
+}
+
+
 def _value(cfg: dict, dotted: str) -> str:
     """The value(s) of a parameter path with <dataset>/<name> wildcards, e.g. experiments.<dataset>.epochs."""
     nodes = [("", cfg)]
@@ -188,9 +198,17 @@ def _value(cfg: dict, dotted: str) -> str:
             elif isinstance(node, dict) and part in node:
                 nxt.append((label, node[part]))
         nodes = nxt
-    if part == "lambda":  # the loss weight is stored under its key in methods; raw/adv have none
-        nodes = [(lab, v) for lab, v in nodes]
-    return "; ".join(f"{lab}{json.dumps(v) if not isinstance(v, str) else v}" for lab, v in nodes) or "(not used)"
+    if dotted.startswith("methods.<name>.") and part in USED_BY:
+        nodes = [(lab, v) for lab, v in nodes if USED_BY[part](cfg["methods"][lab.rstrip(": ")])]
+    groups: dict[str, list[str]] = {}  # value -> the datasets/methods that have it
+    for lab, v in nodes:
+        groups.setdefault(v if isinstance(v, str) else json.dumps(v), []).append(lab.rstrip(": "))
+    if not groups:
+        return "(not used here)"
+    if len(groups) == 1 and len(nodes) > 1:
+        who = "every dataset" if dotted.startswith("experiments.") else "every method that reads it"
+        return f"{next(iter(groups))} ({who})"
+    return "; ".join(f"{v} ({', '.join(w)})" if any(w) else v for v, w in groups.items())
 
 
 def versions() -> str:
