@@ -23,6 +23,7 @@ from . import config as C
 from .artifacts import atomic_path, provenance, write_json
 from .attacks import EvalAttack, autocast, pgd
 from .data import load_prepared, to_float
+from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
 from .training import load_model, select_device
 
@@ -146,11 +147,3 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
              f" | sanity checks fired: {', '.join(fired)}" if fired else "")
     return metrics
 
-
-def consistency_sets(records: pd.DataFrame, attack: str = "train") -> pd.Series:
-    """Consistent: clean and adversarial (under `attack`) both correct; Inconsistent: clean correct,
-    adversarial wrong; 'clean_wrong' otherwise."""
-    clean_ok = records.clean_pred == records.label
-    adv_ok = records[f"{attack}_pred"] == records.label
-    return pd.Series(np.where(clean_ok & adv_ok, "consistent", np.where(clean_ok, "inconsistent", "clean_wrong")),
-                     index=records.index, name="set")

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import config as C
 from .artifacts import atomic_path, read_json
-from .evaluation import consistency_sets
+from .sets import consistency_sets
 from .pipeline import FIGURES, TABLES, TITLES, run_dir
 
 log = logging.getLogger(__name__)
