@@ -146,7 +146,7 @@ def test_every_output_is_written_and_every_png_decodes(built):
         assert "Traceback" not in page and "needs runs:" not in page, nb
     index = (root / "reports/index.html").read_text()
     assert "Fig. 5" in index and all(f'href="{nb}.html"' in index for nb in reporting.REPORT_NOTEBOOKS)
-    assert took < 120
+    assert took < 300  # about 40 s alone; the suite runs files side by side (pytest -n)
 
 
 def test_report_reads_exactly_report_inputs(built):

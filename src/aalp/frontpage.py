@@ -78,13 +78,14 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> st
     missing = [f"<li>{_e(c.text)} (<a href=\"{c.item}.html\">{c.item}</a>): {_e(needs.get(c.item) or 'needs runs')}</li>"
                for c in missing_claims(cfg, table)]
     counts = table.drop_duplicates(["claim_id", "dataset"]).verdict.value_counts() if len(table) else pd.Series(dtype=int)
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE))
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE)) + " (claim × dataset)"
     if len(table) and (table.n_seeds <= 1).all():
         summary += ". Every number here comes from one seed, so there is no interval and no verdict can be reached: " \
                    "run more seeds (seeds, or run_seeds for single runs)"
+    summary += "."
     head = ("<tr><th>claim</th><th>dataset</th><th>quantity (per seed; a difference pairs models of the same seed on "
             "the same test samples)</th><th>paper</th><th>ours: mean ± 95% t-interval</th><th>verdict</th></tr>")
-    return (f'<h2 id="verdicts">Verdicts</h2>\n<p>{_e(summary)} (claim × dataset). A part <b>holds</b> when its whole '
+    return (f'<h2 id="verdicts">Verdicts</h2>\n<p>{_e(summary)} A part <b>holds</b> when its whole '
             "95% Student-t interval over seeds lies on the side the paper claims, <b>does not hold</b> when it lies on "
             "the other side, and is <b>inconclusive</b> when it contains 0 or there is only one seed; a claim holds "
             "when all its parts do.</p>\n"
