@@ -219,3 +219,30 @@ def test_failed_download_is_one_line_naming_the_files(tmp_path, source):
 
     verbose = run(f"python -m aalp -v prepare --dataset {source}", tmp_path, check=False, env=NO_NETWORK)
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+
+
+def test_archive_members_outside_the_folder_are_refused(tmp_path, monkeypatch):
+    """Without tarfile's extraction filter (Python < 3.11.4, Debian 12's 3.11.2) the hand-made check refuses
+    a member that would land outside the folder, and extracts a normal archive."""
+    import io
+    import tarfile
+
+    from aalp import sources
+
+    def archive(name):
+        p = tmp_path / f"{name.replace('/', '_')}.tar.gz"
+        with tarfile.open(p, "w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+        return p
+
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with tarfile.open(archive("../evil.txt")) as tar, pytest.raises(sources.DataError, match="refusing to extract"):
+        sources._safe_extract(tar, str(out))
+    assert not (tmp_path / "evil.txt").exists()
+    with tarfile.open(archive("batches/data_1")) as tar:
+        sources._safe_extract(tar, str(out))
+    assert (out / "batches" / "data_1").read_bytes() == b"ok"

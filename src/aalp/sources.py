@@ -208,7 +208,7 @@ def _cifar_from_mirror(mirror: Path, root: Path) -> None:
                             f"truncated or a file of another dataset")
         with tempfile.TemporaryDirectory(dir=root.parent if root.parent.exists() else None) as tmp:
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
+                _safe_extract(tar, tmp)
             for name, _ in files:
                 _place(Path(tmp) / cls.base_folder / name, root / cls.base_folder / name)
     else:
@@ -261,3 +261,17 @@ def fetch(source: str, raw_dir: str | Path, mirror: str | Path | None = None, do
         raise DataError(f"{source}: read {len(arrays[0])} train / {len(arrays[2])} test images, expected "
                         f"{n_train} / {n_test}")
     return arrays
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: str) -> None:
+    """Extract regular files and folders only, never outside dest: tarfile's 'data' filter where Python has
+    it (3.11.4+, 3.12), else the same check by hand (Debian 12's Python 3.11.2 lacks the filter argument)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    for m in tar.getmembers():
+        target = os.path.realpath(os.path.join(dest, m.name))
+        if not (m.isfile() or m.isdir()) or os.path.commonpath([root, target]) != root:
+            raise DataError(f"{tar.name}: refusing to extract {m.name!r} (a link, device or path outside the folder)")
+    tar.extractall(dest)
