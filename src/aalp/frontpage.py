@@ -20,7 +20,7 @@ import pandas as pd
 from . import config as C, stats as S
 from .artifacts import atomic_path
 from .pipeline import REPORT_ITEMS, fingerprint, run_dir
-from .verdicts import CLAIMS, interval_text, missing_claims, verdicts
+from .verdicts import interval_text, missing_claims, verdicts
 
 METHOD_PAGE = C.REPO_ROOT / "docs" / "method.md"
 PACKAGES = ["torch", "torchvision", "torchattacks", "captum", "numpy", "pandas", "scipy", "matplotlib", "papermill",
@@ -272,6 +272,3 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
     with atomic_path(out_dir / "index.html") as tmp:
         tmp.write_text(_page(f"AALP report ({cfg['profile']})", body))
     return table
-
-
-__all__ = ["write_index", "run_files", "choices", "method_page", "CLAIMS"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import config as C, stats as S
+from . import stats as S
 from .reporting import PAPER_DIR, attack_columns, gd_pairs, models, per_seed, sweep_runs
 
 COLUMNS = ["claim_id", "claim", "item", "dataset", "part", "direction", "paper", "mean", "half", "n_seeds", "part_verdict",
@@ -60,10 +60,6 @@ def _paper(table: pd.DataFrame, key, col) -> float:
         return float(table.loc[key, col])
     except KeyError:
         return math.nan
-
-
-def _fmt(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
 
 class _Reader:
@@ -183,6 +179,3 @@ def missing_claims(cfg: dict, table: pd.DataFrame) -> list[Claim]:
 
 def interval_text(row) -> str:
     return S.Interval(float(row["mean"]), float(row["half"]), int(row["n_seeds"])).text()
-
-
-__all__ = ["CLAIMS", "COLUMNS", "verdicts", "missing_claims", "interval_text", "C"]
