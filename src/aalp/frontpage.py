@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import config as C, stats as S
-from .artifacts import atomic_path
+from .artifacts import atomic_path, read_json
 from .pipeline import REPORT_ITEMS, fingerprint, run_dir
 from .verdicts import interval_text, missing_claims, verdicts
 
@@ -151,8 +151,8 @@ def _runs_table(cfg: dict) -> str:
     rows = []
     for d, m, s in C.runs(cfg):
         rd = run_dir(d, m, s)
-        run = json.loads((rd / "run.json").read_text())
-        ev = json.loads((rd / "eval" / "eval.json").read_text())
+        run = read_json(rd / "run.json")
+        ev = read_json(rd / "eval" / "eval.json")
         fp = hashlib.sha256(fingerprint(cfg, "train", d, m).encode()).hexdigest()[:12]
         rows.append(f"<tr><td>{_e(d)}</td><td>{_e(m)}</td><td>{s}</td><td><code>{_e(run['code_version'])}</code></td>"
                     f"<td><code>{fp}</code></td><td>{_e(run['device'])}</td>"
