@@ -6,7 +6,7 @@ import sys
 
 from snakemake.utils import min_version, validate
 
-from aalp import config as C, pipeline as P
+from aalp import config as C, pipeline as P, sync as S
 
 min_version("9.0")
 
@@ -24,6 +24,19 @@ except C.ConfigError as e:
     sys.exit(f"error: {e}")
 validate(config, schema="workflow/schemas/params.schema.json")
 DATA = CFG["data"]["dir"]
+
+# Compute nodes of a cluster often have no internet: downloads run where Snakemake runs.
+localrules: prepare
+
+
+# Two engines, one state (src/aalp/sync.py): outputs that DVC verifies as current after `dvc repro` or
+# `dvc pull` are not rerun here, and a successful run is recorded in dvc.lock so `dvc status` agrees.
+if not workflow.remote_exec:
+    S.adopt_dvc(CFG, workflow.main_snakefile)
+
+
+onsuccess:
+    S.commit_to_dvc(CFG, [S.stage_name(job.rule.name, job.wildcards) for job in workflow.dag.jobs])
 
 
 wildcard_constraints:

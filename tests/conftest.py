@@ -52,7 +52,49 @@ def copy_repo(dst: Path) -> Path:
     return dst
 
 
+CI_SET = "configs/ci"
+
+
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A folder every xdist worker of this pytest session sees (the session's base temp)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
+@pytest.fixture(scope="session")
+def ci_snakemake_run(tmp_path_factory, worker_id):
+    """The CI parameter set's whole DAG through Snakemake's local executor, on a copy of the repository:
+    (repository, set folder, wall seconds). It runs once per pytest session, shared by every test file on
+    every xdist worker (the first to ask runs it, the others wait on a file lock). Tests read it; a test
+    that edits or reruns works on its own copy (`copy_workspace`)."""
+    import time
+
+    from filelock import FileLock
+
+    root = shared_tmp(tmp_path_factory, worker_id) / "ci-snakemake"
+    repo, done = root / "repo", root / "wall_seconds"
+    with FileLock(str(root) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            copy_repo(repo)
+            t0 = time.time()
+            run(f"snakemake --cores 2 --resources gpu=1 --directory {CI_SET}", repo)
+            done.write_text(f"{time.time() - t0:.1f}\n")
+    return repo, repo / CI_SET, float(done.read_text())
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    """A copy of a repository with its outputs, Snakemake's records and DVC's cache, timestamps kept."""
+    def ignore(folder, names):
+        return ["tmp"] if Path(folder).name == ".dvc" else []
+
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore)
+    return dst
+
+
 def pytest_collection_modifyitems(items):
-    """The end-to-end DAG runs first: with `pytest -n auto --dist loadfile` (make test) each starts at once on
-    its own worker and the short test files fill the other cores around them."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1)
+    """The end-to-end runs first (make test runs `pytest -n auto --dist loadfile --no-loadscope-reorder`, so
+    files are handed out in this order): the SLURM DAG on one worker, the local Snakemake DAG on the other,
+    then the DVC tests that start from the local run, while the short test files fill the gaps."""
+    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py")
+    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

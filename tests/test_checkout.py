@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from conftest import IGNORE, REPO, run
+from conftest import IGNORE, PYTHON, REPO, run
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,23 @@ def test_outside_any_checkout_the_installed_package_is_used(tmp_path):
     """`pip install .` users run the CLI from their own folders: no checkout, nothing to compare."""
     shutil.copy(REPO / "configs" / "ci" / "params.yaml", tmp_path / "params.yaml")
     assert "ok" in run("python -m aalp validate", tmp_path).stdout
+
+
+def test_a_dvc_experiment_copy_runs_its_own_code(tmp_path):
+    """`dvc exp run --queue` runs stages in <checkout>/.dvc/tmp/exps/<tmp>/, a copy of the checkout, while
+    the environment's aalp is the original's: `python -m aalp` there re-runs itself on the copy's code."""
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    shutil.copy(REPO / "configs" / "ci" / "params.yaml", copy / "params.yaml")
+    init = copy / "src" / "aalp" / "__init__.py"
+    init.write_text(init.read_text() + "\nimport sys as _s\nprint('aalp from the experiment copy', file=_s.stderr)\n")
+    r = run([PYTHON, "-m", "aalp", "dvc"], copy, check=False, env={"PYTHONPATH": str(REPO / "src")})
+    assert r.returncode == 0, r.stderr
+    assert "aalp from the experiment copy" in r.stderr and (copy / "dvc.yaml").exists()
+    # anywhere else, another checkout's code is still refused
+    other = tmp_path / "other"
+    shutil.copytree(copy, other)
+    r = run([PYTHON, "-m", "aalp", "dvc"], other, check=False, env={"PYTHONPATH": str(REPO / "src")})
+    assert r.returncode != 0 and "Python imports aalp from" in r.stderr

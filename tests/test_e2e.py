@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_repo, run
+from conftest import CI_SET as PROFILE, copy_workspace, run
 
 pytestmark = pytest.mark.e2e
-PROFILE = "configs/ci"
 
 
 def _check_report(work, cfg):
@@ -130,37 +129,35 @@ def _job_name(cmd):
 
 
 @pytest.fixture(scope="module")
-def snakemake_run(tmp_path_factory):
-    """The CI profile's whole DAG through Snakemake, once for the tests below: (repository, profile folder)."""
-    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo")
-    run(f"snakemake --cores 2 --resources gpu=1 --directory {PROFILE}", repo)
-    return repo, repo / PROFILE
+def snakemake_run(ci_snakemake_run):
+    """The CI profile's whole DAG through Snakemake (run once per session, conftest.ci_snakemake_run)."""
+    repo, work, _ = ci_snakemake_run
+    return repo, work
 
 
-def test_snakemake_dag(snakemake_run):
+def test_snakemake_dag(snakemake_run, tmp_path):
     repo, work = snakemake_run
     _check_outputs(work)
     again = run(f"snakemake -n --cores 2 --directory {PROFILE}", repo)
     assert "Nothing to be done" in again.stdout + again.stderr
+    repo = copy_workspace(repo, tmp_path / "repo")  # the edits below happen on a copy: other files read the run
+    work = repo / PROFILE
     original = (work / "params.yaml").read_text()
-    try:
-        for edit, expected in ((_edit_adv_steps, ADV_ONLY), (_edit_cam_samples, ANALYSIS_ONLY)):
-            (work / "params.yaml").write_text(original)
-            edit(work)
-            dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
-            jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
-            assert jobs == expected, edit.__name__
-    finally:
+    for edit, expected in ((_edit_adv_steps, ADV_ONLY), (_edit_cam_samples, ANALYSIS_ONLY)):
         (work / "params.yaml").write_text(original)
+        edit(work)
+        dry = run(f"snakemake -n -p --cores 2 --directory {PROFILE}", repo)
+        jobs = {_job_name(c) for c in re.findall(r"(python -m aalp [^\n]*?)\s*$", dry.stdout, re.M)}
+        assert jobs == expected, edit.__name__
 
 
-def test_snakemakes_own_report(snakemake_run):
+def test_snakemakes_own_report(snakemake_run, tmp_path):
     """snakemake --report: every figure and table, and the front page, under their categories."""
     import zipfile
 
     repo, work = snakemake_run
-    run(f"snakemake --report report.zip --directory {PROFILE}", repo)
-    names = zipfile.ZipFile(work / "report.zip").namelist()
+    run(f"snakemake --report {tmp_path / 'report.zip'} --directory {PROFILE}", repo)
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.endswith((".png", ".csv"))) == sorted(
         [f"fig{n:02d}.png" for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12)] + [f"table{n}.csv" for n in (1, 2, 3, 4)])
     assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)

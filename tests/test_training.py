@@ -63,6 +63,37 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch
     assert sorted(os.listdir(tmp_path / "full" / "checkpoints")) == [f"step{s:07d}.pt" for s in (3, 6, 9, 12, 15)]
 
 
+def test_sigterm_saves_the_step_in_flight_and_the_rerun_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+    """SLURM preempts or times out a job with SIGTERM: training stops after the step in flight (not at the last
+    checkpoint), saves resume.pt and exits 143; the requeued job resumes to the uninterrupted run's weights."""
+    import signal
+
+    cfg = copy.deepcopy(tiny)
+    cfg["training"].update(checkpoint_every=0, device="cpu")  # no periodic resume points: only the signal saves one
+    spec = C.run_spec(cfg, "synthetic", "adv", 0)
+    training.train(cfg, spec, tmp_path / "full")
+    calls = {"n": 0}
+    real_step = training.Trainer.step
+
+    def step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(training.Trainer, "step", step)
+    with pytest.raises(SystemExit) as stopped:
+        training.train(cfg, spec, tmp_path / "resumed")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    state = torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)
+    assert state["step"] == 11 and state["epoch"] == 1 and state["batch"] == 3  # 8 batches an epoch
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    monkeypatch.setattr(training.Trainer, "step", real_step)
+    training.train(cfg, spec, tmp_path / "resumed")
+    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_run_records_history_probe_and_provenance(tiny, tmp_path):
     cfg = copy.deepcopy(tiny)
     cfg["training"].update(checkpoint_every=3, checkpoint_runs=["synthetic/adv"])

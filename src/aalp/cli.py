@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -61,33 +62,49 @@ def cmd_report(cfg, args):
         reporting.report(cfg, args.out)
 
 
+def dvc_yaml_problem(cfg: dict, workdir: Path, params: str = "params.yaml", output: str = "dvc.yaml") -> str | None:
+    """Why workdir/<output> does not describe the matrix of `cfg` (one line), or None when it does."""
+    import yaml
+
+    from . import pipeline
+
+    text = pipeline.dvc_yaml(cfg, Path(workdir).resolve())
+    target = Path(workdir) / output
+    if target.exists() and target.read_text() == text:
+        return None
+    want = set(yaml.safe_load(text)["stages"])
+    have = set((yaml.safe_load(target.read_text()) or {}).get("stages", {})) if target.exists() else set()
+    new, gone = sorted(want - have), sorted(have - want)
+    what = "; ".join(f"{label} {len(s)} stage(s): {', '.join(s[:3])}{', ...' if len(s) > 3 else ''}"
+                     for label, s in (("it lacks", new), ("it has extra", gone)) if s) or "same stages, other details"
+    cause = "the experiment matrix changed" if new or gone else "the stage description changed"
+    return (f"{output} does not match {params} ({cause}; {what}): regenerate it with `python -m aalp dvc` "
+            f"in {Path(workdir).resolve()} (or `make dvc`), then rerun")
+
+
+def matrix_stamp_text(output: str = "dvc.yaml", params: str = "params.yaml") -> str:
+    """The content of the matrix-check stage's stamp (the same whichever engine writes it)."""
+    return f"{output} matches {params}\n"
+
+
 def cmd_dvc(cfg, args):
     from . import pipeline
 
-    import yaml
-
-    text = pipeline.dvc_yaml(cfg, Path(args.params).resolve().parent)
+    workdir = Path(args.params).resolve().parent
     target = Path(args.output)
     if args.check:
-        if not target.exists() or target.read_text() != text:
-            want = set(yaml.safe_load(text)["stages"])
-            have = set((yaml.safe_load(target.read_text()) or {}).get("stages", {})) if target.exists() else set()
-            new, gone = sorted(want - have), sorted(have - want)
-            what = "; ".join(f"{label} {len(s)} stage(s): {', '.join(s[:3])}{', ...' if len(s) > 3 else ''}"
-                             for label, s in (("it lacks", new), ("it has extra", gone)) if s) or "same stages, other details"
-            cause = "the experiment matrix changed" if new or gone else "the stage description changed"
-            print(f"error: {target} does not match {args.params} ({cause}; "
-                  f"{what}): regenerate it with `python -m aalp dvc` in {Path.cwd()} (or `make dvc`), then rerun",
-                  file=sys.stderr)
+        problem = dvc_yaml_problem(cfg, workdir, args.params, args.output)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             sys.exit(1)
         if args.stamp:
             from .artifacts import atomic_path
 
             with atomic_path(Path(args.stamp)) as tmp:
-                Path(tmp).write_text(f"{target} matches {args.params}\n")
+                Path(tmp).write_text(matrix_stamp_text(args.output, args.params))
         print(f"{target} is up to date")
         return
-    target.write_text(text)
+    target.write_text(pipeline.dvc_yaml(cfg, workdir))
     print(f"wrote {target}")
 
 
@@ -144,12 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_REEXEC = "AALP_REEXEC"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    home = C.find_checkout(Path.cwd())
+    if home is not None and home.resolve() != C.REPO_ROOT and C.dvc_experiment_copy(home) and not os.environ.get(_REEXEC):
+        # `dvc exp run --queue` runs the stages in a copy of the checkout, with the environment's aalp still
+        # pointing at the original: run this copy's own code, which is what its dvc.lock records
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(home / "src"), os.environ.get("PYTHONPATH")])))
+        env[_REEXEC] = "1"
+        os.execve(sys.executable, [sys.executable, "-m", "aalp", *(sys.argv[1:] if argv is None else argv)], env)
     try:
-        C.check_checkout(C.find_checkout(Path.cwd()))  # this checkout's code, not another one's
+        C.check_checkout(home)  # this checkout's code, not another one's
         cfg = C.load(args.params)
         args.fn(cfg, args)
     except C.ConfigError as e:

@@ -283,6 +283,11 @@ def find_checkout(start: str | os.PathLike = ".") -> Path | None:
     return None
 
 
+def dvc_experiment_copy(checkout: str | os.PathLike | None) -> bool:
+    """Whether `checkout` is a temporary copy DVC made to run a queued experiment (.dvc/tmp/exps/...)."""
+    return checkout is not None and ".dvc/tmp/exps/" in Path(checkout).resolve().as_posix() + "/"
+
+
 def check_checkout(checkout: str | os.PathLike | None) -> None:
     """Stop when Python imports another checkout's aalp than the project being run (two checkouts, one
     venv): its code would run while this checkout's source files are tracked as the stages' inputs."""

@@ -12,7 +12,9 @@ import dataclasses
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,6 +191,29 @@ def _fingerprint(spec: RunSpec, manifest: dict, training: dict) -> str:
                       sort_keys=True)
 
 
+class _StopSignals:
+    """Records SIGTERM (what SLURM sends on preemption, scancel or the time limit) and SIGUSR1 (what
+    `sbatch --signal=USR1@<seconds>` sends ahead of it) instead of dying at once, so the training loop can
+    save resume.pt after the step in flight. Installed only in the main thread (signal handlers cannot be
+    set elsewhere); `restore` puts the previous handlers back."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._on) for s in self.SIGNALS}
+
+    def _on(self, signum, frame):
+        self.signum = signum
+
+    def restore(self):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+
 def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
     """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present."""
     out = Path(out_dir)
@@ -243,36 +268,45 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
                mininterval=0.5 if sys.stderr.isatty() else 10)
     bar.update(0)
     start = time.time()
-    while epoch < spec.epochs:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch)).to(device)
-        t0 = time.time()
-        while batch_idx < n_batches:
-            idx = perm[batch_idx * bs:(batch_idx + 1) * bs]
-            terms = trainer.step(to_float(train_x[idx]), train_y[idx])
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
-            batch_idx += 1
-            step += 1
-            bar.update(len(idx))
-            if every and step % every == 0:
-                if spec.snapshots:
-                    save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
-                save_resume()
-        epoch_time = time.time() - t0
-        probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
-        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
-               **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
-               "probe_clean_acc": float(probe["clean_correct"].mean()) if n_probe else float("nan"),
-               "probe_adv_acc": float(probe["adv_correct"].mean()) if n_probe else float("nan"),
-               "probe_clean_loss": float(probe["clean_ce"].mean()) if n_probe else float("nan"),
-               "probe_adv_loss": float(probe["adv_ce"].mean()) if n_probe else float("nan"),
-               "probe_alp": float(probe["alp"].mean()) if n_probe else float("nan")}
-        history.append(row)
-        probes.append({k: torch.from_numpy(v) for k, v in probe.items()})
-        log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
-                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        epoch, batch_idx, sums = epoch + 1, 0, {}
-        save_resume()
+    stop = _StopSignals()  # SLURM preemption or time limit: save resume.pt, exit, and continue from it when requeued
+    try:
+        while epoch < spec.epochs:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch)).to(device)
+            t0 = time.time()
+            while batch_idx < n_batches:
+                idx = perm[batch_idx * bs:(batch_idx + 1) * bs]
+                terms = trainer.step(to_float(train_x[idx]), train_y[idx])
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
+                batch_idx += 1
+                step += 1
+                bar.update(len(idx))
+                if every and step % every == 0:
+                    if spec.snapshots:
+                        save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
+                    save_resume()
+                if stop.signum is not None:
+                    save_resume()
+                    log.warning("signal %d at step %d: saved %s; exiting, a rerun of this job resumes from it",
+                                stop.signum, step, resume)
+                    sys.exit(128 + stop.signum)
+            epoch_time = time.time() - t0
+            probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
+            row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
+                   **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
+                   "probe_clean_acc": float(probe["clean_correct"].mean()) if n_probe else float("nan"),
+                   "probe_adv_acc": float(probe["adv_correct"].mean()) if n_probe else float("nan"),
+                   "probe_clean_loss": float(probe["clean_ce"].mean()) if n_probe else float("nan"),
+                   "probe_adv_loss": float(probe["adv_ce"].mean()) if n_probe else float("nan"),
+                   "probe_alp": float(probe["alp"].mean()) if n_probe else float("nan")}
+            history.append(row)
+            probes.append({k: torch.from_numpy(v) for k, v in probe.items()})
+            log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+            epoch, batch_idx, sums = epoch + 1, 0, {}
+            save_resume()
+    finally:
+        stop.restore()
     bar.close()
 
     # Final artefacts: each written atomically; model.pt last, since it marks the run as finished.
