@@ -19,7 +19,7 @@ run: setup  ## the paper parameter set's whole DAG
 	snakemake --cores all --resources gpu=1
 
 test: setup  ## unit tests and the end-to-end DAG on the CI parameter set (Snakemake and DVC)
-	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder  # test files side by side, in conftest's order
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15  # test files side by side, in conftest's order
 
 dvc: setup  ## regenerate dvc.yaml of every parameter set after changing an experiment matrix
 	python -m aalp dvc && for p in configs/*/; do (cd $$p && python -m aalp dvc); done

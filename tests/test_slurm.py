@@ -28,7 +28,7 @@ def _numbers(work):
     out = {}
     for p in sorted(work.glob("runs/**/eval/metrics.json")) + sorted(work.glob("runs/**/analysis/summary.json")):
         out[str(p.relative_to(work))] = {k: v for k, v in json.loads(p.read_text()).items() if k not in PROVENANCE}
-    out["table2"] = pd.read_csv(work / "reports/tables/table2.csv").fillna("n/a").to_dict("list")  # nan != nan
+    out["table2"] = pd.read_csv(work / "reports/tables/table2.csv", keep_default_na=False).to_dict("list")  # nan != nan
     return out
 
 

@@ -178,10 +178,10 @@ def adopt_dvc(cfg: dict, snakefile: str | Path, workdir: Path | str = ".") -> li
     env[_CHILD] = "1"
     cmd = [sys.executable, "-m", "snakemake", *[o for st in clean for o in st.all_outs],  # targets first
            "--snakefile", str(Path(snakefile).resolve()), "--directory", str(workdir),
-           "--touch", "--forceall", "--no-hooks", "--cores", "1", "--quiet", "all"]
+           "--touch", "--forceall", "--no-hooks", "--cores", "1"]
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        _say("could not adopt DVC's outputs (snakemake --touch failed): %s", (r.stderr or r.stdout).strip()[-2000:])
+        _say("could not adopt DVC's outputs (snakemake --touch failed): %s", (r.stdout + r.stderr).strip()[-2000:])
         return []
     _say("adopted %d stages that dvc status verifies as current (Snakemake recorded them with --touch): %s",
          len(clean), ", ".join(st.name for st in clean[:6]) + (" ..." if len(clean) > 6 else ""))
