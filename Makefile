@@ -15,7 +15,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-run: setup  ## the paper parameter set's whole DAG
+run: setup  ## the paper parameter set's whole DAG (on a CPU, a time plan first when it exceeds a day)
+	python -m aalp bench plan --if-slow 24
 	snakemake --cores all --resources gpu=1
 
 test: setup  ## unit tests and the end-to-end DAG on the CI parameter set (Snakemake and DVC)

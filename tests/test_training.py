@@ -207,3 +207,62 @@ def test_augment_parameter_reaches_the_training_step(tiny, tmp_path):
         training.train(cfg, spec, tmp_path / aug)
         weights[aug] = _weights(tmp_path / aug / "model.pt")
     assert any(not torch.equal(weights["none"][k], weights["crop"][k]) for k in weights["none"])
+
+
+def _steps(cfg, method, n, **speed):
+    """Weights after n training steps on fixed batches, with the given speed options."""
+    spec = C.run_spec(cfg, "synthetic", method, 0)
+    d = data.load_prepared(cfg["data"]["dir"], "synthetic")
+    torch.manual_seed(0)
+    from aalp import models
+
+    model = models.build(spec.model, d.shape, d.manifest["mean"], d.manifest["std"])
+    tr = training.Trainer(spec, model, torch.device("cpu"), **{**training.speed_options(cfg["training"]), **speed})
+    x = data.to_float(torch.from_numpy(d.train_x[:64]))
+    y = torch.from_numpy(d.train_y[:64])
+    for i in range(n):
+        tr.step(x[32 * (i % 2):32 * (i % 2 + 1)], y[32 * (i % 2):32 * (i % 2 + 1)])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, tr
+
+
+def test_speed_options_are_off_by_default_and_fused_adam_lands_on_the_plain_weights(tiny):
+    plain, tr = _steps(tiny, "adv", 4)
+    assert tr.opt.defaults["fused"] is None and getattr(tr.model.body, "_compiled_call_impl", None) is None
+    again, _ = _steps(tiny, "adv", 4)
+    assert all(torch.equal(plain[k], again[k]) for k in plain)  # the plain path is bit-identical run to run
+    fused, tr = _steps(tiny, "adv", 4, fused_adam=True)
+    assert tr.opt.defaults["fused"] is True
+    moved = max((plain[k].float() - _steps(tiny, "adv", 0)[0][k].float()).abs().max().item() for k in plain)
+    gap = max((plain[k].float() - fused[k].float()).abs().max().item() for k in plain)
+    assert moved > 1e-3 and gap < 1e-5  # the steps move the weights; fused and plain agree to rounding
+
+
+def test_compiled_body_trains_to_the_plain_weights(tiny):
+    """training.compile: torch.compile of the body (inductor on CPU; with CUDA graphs on a GPU)."""
+    plain, _ = _steps(tiny, "aalp", 2)
+    compiled, tr = _steps(tiny, "aalp", 2, compile="default")
+    assert tr.model.body._compiled_call_impl is not None
+    assert set(compiled) == set(plain)  # the checkpoint format is unchanged
+    assert all(torch.allclose(plain[k], compiled[k], atol=1e-5) for k in plain)
+
+
+def test_drop_last_keeps_every_step_the_same_shape(tiny, tmp_path):
+    cfg = copy.deepcopy(tiny)
+    cfg["datasets"]["synthetic"]["n_train"] = 250  # 7 full batches of 32 and one of 26
+    data.prepare(cfg, "synthetic")
+    shapes = []
+    real_step = training.Trainer.step
+
+    def step(self, x, y):
+        shapes.append(len(x))
+        return real_step(self, x, y)
+
+    spec = C.run_spec(cfg, "synthetic", "raw", 0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training.Trainer, "step", step)
+        training.train(cfg, spec, tmp_path / "all")
+        assert shapes == ([32] * 7 + [26]) * 2
+        shapes.clear()
+        cfg["training"]["drop_last"] = True
+        meta = training.train(cfg, spec, tmp_path / "dropped")
+    assert shapes == [32] * 14 and meta["steps"] == 14

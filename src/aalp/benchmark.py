@@ -10,7 +10,7 @@ import torch
 from . import config as C, models
 from .attacks import pgd
 from .data import load_prepared, to_float
-from .training import Trainer, load_model, select_device
+from .training import Trainer, speed_options, load_model, select_device
 
 
 def _sync(device: torch.device) -> None:
@@ -41,7 +41,7 @@ def bench_train(cfg: dict, dataset: str, methods: list[str] | None = None, steps
         bs = batch_size or spec.batch_size
         torch.manual_seed(0)
         model = models.build(spec.model, d.shape, d.manifest["mean"], d.manifest["std"])
-        tr = Trainer(spec, model, device, amp=cfg["training"]["amp"], channels_last=cfg["training"]["channels_last"])
+        tr = Trainer(spec, model, device, **speed_options(cfg["training"]))
         it = _batches(x, y, bs)
         for _ in range(warmup):
             tr.step(*next(it))

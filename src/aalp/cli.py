@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import config as C
@@ -111,12 +112,65 @@ def cmd_dvc(cfg, args):
 def cmd_bench(cfg, args):
     from . import benchmark as B
 
+    if args.what == "plan":
+        from . import plan as PL
+        from .training import select_device
+
+        device = select_device(cfg["training"]["device"])
+        if args.if_slow is not None and device.type != "cpu":
+            return  # make run: the warning is for CPU machines only
+        t0 = time.time()
+        rows = PL.plan(cfg, PL.Timer(device))
+        total = PL.total_hours(rows)
+        name = torch_device_name(device)
+        if args.if_slow is not None and total <= args.if_slow:
+            return
+        print(f"time plan of the {cfg['profile']} parameter set on {name} (timed in {time.time() - t0:.0f} s):")
+        print(PL.format_plan(rows, name))
+        if args.if_slow is not None:
+            print(f"note: that is more than {args.if_slow:g} hours on this {device.type.upper()}. A GPU runs it "
+                  "much faster; for a first look run a smaller set, e.g. `snakemake --cores all --directory "
+                  "configs/fashion` (Fashion-MNIST, minutes to hours) or `--directory configs/ci` (minutes). "
+                  "Interrupt now (Ctrl-C) or let it run: finished jobs are kept.", flush=True)
+        return
+    if args.what == "speed":
+        from . import speed as SP
+        from .training import select_device
+
+        device = select_device(cfg["training"]["device"])
+        shapes = args.shapes or list(SP.SHAPES)
+        unknown = sorted(set(shapes) - set(SP.SHAPES))
+        if unknown:
+            raise C.ConfigError(f"unknown shape(s) {', '.join(unknown)}; allowed values: {', '.join(SP.SHAPES)}")
+        steps = args.steps
+        print(f"speed on {torch_device_name(device)}: {', '.join(shapes)}; {steps} timed steps each", flush=True)
+        result = {"device": torch_device_name(device), "steps": steps}
+        result["training_step"] = SP.step_table(device, shapes, steps, warmup=3)
+        B.print_rows(result["training_step"])
+        result["pgd_vs_torchattacks"] = SP.attack_table(device, shapes, repeats=3)
+        B.print_rows(result["pgd_vs_torchattacks"])
+        if args.jobs:
+            result["concurrency"] = SP.concurrency_table(device, shapes, args.jobs, args.seconds)
+            B.print_rows(result["concurrency"])
+        if args.out:
+            from .artifacts import write_json
+
+            write_json(Path(args.out), result)
+        return
+    if not args.dataset:
+        raise C.ConfigError(f"bench {args.what} needs --dataset")
     if args.what == "train":
         rows = B.bench_train(cfg, args.dataset, args.methods, steps=args.steps, batch_size=args.batch_size)
         B.print_rows(rows)
     else:
         res = B.bench_attack(cfg, args.dataset, args.model, steps=args.steps, batch_size=args.batch_size or 256)
         print(B.to_json(res))
+
+
+def torch_device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,11 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stamp", help="with --check: write this file when dvc.yaml is current (the matrix-check stage)")
     s.set_defaults(fn=cmd_dvc)
     s = sub.add_parser("bench", help="speed benchmarks: training images/s per method, our PGD vs torchattacks")
-    s.add_argument("what", choices=["train", "attack"])
-    s.add_argument("--dataset", required=True)
+    s.add_argument("what", choices=["train", "attack", "plan", "speed"],
+                   help="plan: time every job kind of this set's DAG briefly and extrapolate the whole DAG; "
+                        "speed: the speed options, PGD vs torchattacks and concurrent jobs on the paper's three shapes")
+    s.add_argument("--dataset")
+    s.add_argument("--if-slow", type=float, metavar="HOURS",
+                   help="plan: print only on a CPU and only when the device jobs exceed HOURS (make run)")
     s.add_argument("--methods", nargs="+", help="train: methods to time (default: the dataset's)")
     s.add_argument("--model", help="attack: a model.pt to attack (default: an untrained model)")
-    s.add_argument("--steps", type=int, default=20, help="train: timed steps; attack: PGD steps")
+    s.add_argument("--steps", type=int, default=20, help="train, speed: timed steps; attack: PGD steps")
+    s.add_argument("--shapes", nargs="+", help="speed: lenet, resnet9, resnet32 (default: all)")
+    s.add_argument("--jobs", type=int, nargs="+", help="speed: concurrent training processes to measure, e.g. 1 2 4 8")
+    s.add_argument("--seconds", type=float, default=20.0, help="speed: seconds each concurrent process trains")
+    s.add_argument("--out", help="speed: write the tables as JSON here")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(fn=cmd_bench)
     return p

@@ -108,11 +108,14 @@ class Trainer:
     """Holds the model, optimiser and attack RNG of a run and performs its training steps."""
 
     def __init__(self, spec: RunSpec, model: models.Classifier, device: torch.device, amp: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, fused_adam: bool = False, compile: str = "none"):
         self.spec, self.model, self.device, self.amp = spec, model, device, amp
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(device=device, memory_format=self.memory_format)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
+        # fused=True: one kernel for the whole update; None keeps PyTorch's default (foreach on CUDA)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr, fused=True if fused_adam else None)
+        if compile != "none":  # the body only: its state_dict keys stay those of the plain model
+            self.model.body.compile(mode=None if compile == "default" else compile)
         self.gen = torch.Generator(device=device).manual_seed(spec.seed)
         self.aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1_000_003)  # own stream: attacks unchanged
 
@@ -187,8 +190,15 @@ class Trainer:
 
 def _fingerprint(spec: RunSpec, manifest: dict, training: dict) -> str:
     return json.dumps({"spec": dataclasses.asdict(spec), "data": manifest["sha256"],
-                       "training": {k: training[k] for k in ("amp", "channels_last", "checkpoint_every", "probe_size")}},
+                       "training": {k: training.get(k) for k in ("amp", "channels_last", "checkpoint_every", "probe_size",
+                                                                "fused_adam", "compile", "drop_last")}},
                       sort_keys=True)
+
+
+def speed_options(tcfg: dict) -> dict:
+    """The Trainer's speed options from params.yaml `training` (docs/method.md#speed-options)."""
+    return {"amp": tcfg["amp"], "channels_last": tcfg["channels_last"], "fused_adam": tcfg.get("fused_adam", False),
+            "compile": tcfg.get("compile", "none")}
 
 
 class _StopSignals:
@@ -223,7 +233,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
     data = load_prepared(cfg["data"]["dir"], spec.dataset)
     torch.manual_seed(spec.seed)
     model = models.build(spec.model, data.shape, data.manifest["mean"], data.manifest["std"])
-    trainer = Trainer(spec, model, device, amp=tcfg["amp"], channels_last=tcfg["channels_last"])
+    trainer = Trainer(spec, model, device, **speed_options(tcfg))
     dtype = "bf16 autocast" if tcfg["amp"] else "fp32"
     log.info("train %s/%s seed %d on %s (%s, %s) | model %s (%d params) | %s", spec.dataset, spec.method, spec.seed,
              device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
@@ -235,7 +245,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
     probe_x = torch.from_numpy(data.test_x[:n_probe]).to(device)
     probe_y = torch.from_numpy(data.test_y[:n_probe]).to(device)
     n, bs = len(train_x), spec.batch_size
-    n_batches = (n + bs - 1) // bs
+    # drop_last: every step the same shape (what CUDA graphs need); the dropped images change every epoch
+    n_batches = n // bs if tcfg.get("drop_last") and n >= bs else (n + bs - 1) // bs
     fp = _fingerprint(spec, data.manifest, tcfg)
 
     epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
@@ -263,7 +274,9 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
             torch.save(state, tmp)
 
     every = tcfg["checkpoint_every"]
-    bar = tqdm(total=spec.epochs * n, initial=min(spec.epochs * n, epoch * n + batch_idx * bs), unit="img", unit_scale=True,
+    per_epoch = min(n, n_batches * bs)
+    bar = tqdm(total=spec.epochs * per_epoch, initial=min(spec.epochs * per_epoch, epoch * per_epoch + batch_idx * bs),
+               unit="img", unit_scale=True,
                desc=f"{spec.dataset}/{spec.method}/s{spec.seed}", file=sys.stderr, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 10)
     bar.update(0)
