@@ -235,6 +235,10 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
     model = models.build(spec.model, data.shape, data.manifest["mean"], data.manifest["std"])
     trainer = Trainer(spec, model, device, **speed_options(tcfg))
     dtype = "bf16 autocast" if tcfg["amp"] else "fp32"
+    fast = [k for k in ("channels_last", "fused_adam", "drop_last") if tcfg.get(k)]
+    if tcfg.get("compile", "none") != "none":
+        fast.append(f"compile={tcfg['compile']}")
+    dtype += ", " + (" ".join(fast) if fast else "plain path")
     log.info("train %s/%s seed %d on %s (%s, %s) | model %s (%d params) | %s", spec.dataset, spec.method, spec.seed,
              device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
              models.count_parameters(model), json.dumps(dataclasses.asdict(spec)))
