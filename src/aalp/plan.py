@@ -7,10 +7,11 @@ to its full size and the DAG's jobs are added up:
 - train (one per dataset, method and seed): seconds per step x steps (epochs x batches per epoch), plus one
   probe per epoch (the training attack on `training.probe_size` test samples). Methods that cost the same
   per step (same objective and attack) are timed once.
-- evaluate (one per run): per attack, seconds per batch x batches. FGSM, PGD-k and CW-k are timed as run
-  (a 2-step burst gives the per-step cost). AutoAttack is an upper bound built from timed forward and
-  forward-backward passes: every sample survives every component (APGD-CE, APGD-T and FAB-T with 9 targets,
-  Square), which a robust model approaches and a weak one never does.
+- evaluate (one per run): per attack, seconds per batch x batches, from timed forward and forward-backward
+  passes of the model at the evaluation batch size: an FGSM is one forward-backward, PGD-k and CW-k are k
+  (their projection and loss are negligible beside the network). AutoAttack is an upper bound: every sample
+  survives every component (APGD-CE, APGD-T and FAB-T with 9 targets, Square), which a robust model
+  approaches and a weak one never does.
 - analyze (one per analysed run, plus one pass per kept snapshot of the checkpoint runs): contributions over
   the analysed samples (timed forward passes) and Grad-CAM of the training attack on `cam_samples`.
 - report (one per figure, table and the front page): CPU work independent of the device, a fixed estimate.
@@ -25,11 +26,11 @@ from dataclasses import dataclass
 import torch
 
 from . import config as C, models, pipeline as P
-from .attacks import fgsm, pgd
+from .attacks import EvalAttack
 from .training import Trainer, speed_options, select_device
 
 REPORT_SECONDS = 10.0  # one notebook or the front page on one core (measured: 2-6 s on the CI set), not timed here
-TRAIN_STEPS, WARMUP = 2, 1
+TRAIN_STEPS, WARMUP = 1, 1  # a training step is long enough to time alone after one warm-up step
 AA_TARGETS = 9  # APGD-T and FAB-T in AutoAttack's standard version
 
 
@@ -46,8 +47,19 @@ def dataset_size(cfg: dict, dataset: str) -> tuple[int, int, tuple[int, ...]]:
 
 @dataclass
 class Timer:
-    """Seconds of the timed primitives; tests replace it with fixed numbers to check the arithmetic."""
+    """Seconds of the timed primitives; tests replace it with fixed numbers to check the arithmetic.
+
+    On a GPU every burst runs at the real batch size (small batches are launch-bound there, so time does not
+    scale with the batch). On a CPU, which is compute-bound, bursts run on at most `cpu_batch` samples and
+    are scaled up linearly, so that the plan of the paper set stays within minutes."""
     device: torch.device
+    cpu_batch: int = 32
+
+    def _scaled(self, bs: int) -> tuple[int, float]:
+        """(batch to time, factor to the real one)."""
+        if self.device.type == "cpu" and bs > self.cpu_batch:
+            return self.cpu_batch, bs / self.cpu_batch
+        return bs, 1.0
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -81,26 +93,16 @@ class Timer:
         spec = C.run_spec(cfg, dataset, method, 0)
         model, shape = self._model(cfg, dataset)
         tr = Trainer(spec, model, self.device, **speed_options(cfg["training"]))
-        x, y = self._batch(shape, spec.batch_size)
-        return self._time(lambda: tr.step(x, y), TRAIN_STEPS, WARMUP)
-
-    def attack_batch(self, cfg: dict, dataset: str, kind: str, steps: int, bs: int) -> float:
-        """Seconds of one FGSM, or of one step of PGD or CW, on a batch of bs."""
-        exp = cfg["experiments"][dataset]
-        model, shape = self._model(cfg, dataset)
-        model.eval()
-        x, y = self._batch(shape, bs)
-        eps, step = exp["attack"]["eps"], exp["attack"]["step"]
-        if kind == "fgsm":
-            return self._time(lambda: fgsm(model, x, y, eps=eps), 1)
-        loss = "cw" if kind == "cw" else "ce"
-        return self._time(lambda: pgd(model, x, y, eps=eps, step=step, steps=2, loss=loss), 1) / 2
+        n, factor = self._scaled(spec.batch_size)
+        x, y = self._batch(shape, n)
+        return factor * self._time(lambda: tr.step(x, y), TRAIN_STEPS, WARMUP)
 
     def passes(self, cfg: dict, dataset: str, bs: int) -> tuple[float, float]:
         """Seconds of one forward pass and of one forward-backward pass (gradient w.r.t. the input) on bs."""
         model, shape = self._model(cfg, dataset)
         model.eval()
-        x, y = self._batch(shape, bs)
+        n, factor = self._scaled(bs)
+        x, y = self._batch(shape, n)
 
         def forward():
             with torch.no_grad():
@@ -110,7 +112,7 @@ class Timer:
             xr = x.clone().requires_grad_(True)
             torch.nn.functional.cross_entropy(model(xr), y).backward()
 
-        return self._time(forward, 2), self._time(forward_backward, 2)
+        return factor * self._time(forward, 2), factor * self._time(forward_backward, 2)
 
 
 def _cost_class(cfg: dict, dataset: str, method: str) -> tuple:
@@ -126,6 +128,13 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
     tcfg, ecfg = cfg["training"], cfg["evaluation"]
     runs = list(C.runs(cfg))
     rows = []
+
+    pass_cache: dict = {}
+
+    def passes(d, bs):
+        if (d, bs) not in pass_cache:
+            pass_cache[(d, bs)] = timer.passes(cfg, d, bs)
+        return pass_cache[(d, bs)]
 
     # train
     step_cache: dict = {}
@@ -143,10 +152,7 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         probe = 0.0
         if probe_n:  # the training attack on the probe samples, once an epoch
             att = spec.attack.steps
-            pkey = (d, att, probe_bs)
-            if pkey not in step_cache:
-                step_cache[pkey] = timer.attack_batch(cfg, d, "pgd", att, probe_bs)
-            probe = math.ceil(probe_n / probe_bs) * att * step_cache[pkey]
+            probe = math.ceil(probe_n / probe_bs) * att * passes(d, probe_bs)[1]
         sec = steps * step_cache[key] + exp["epochs"] * probe
         rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec})
 
@@ -161,29 +167,19 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
         bs = ecfg["batch_size"]
         batches, aa_batches = math.ceil(n / bs), math.ceil(n_aa / bs)
+        f, fb = passes(d, bs)
         per_batch = 0.0
-        step_cost: dict = {}
         for name in ecfg["attacks"] + ["train"]:
             if name == "train":
-                k = cfg["experiments"][d]["attack"]["steps"]
-                kind = "pgd"
+                kind, k = "pgd", cfg["experiments"][d]["attack"]["steps"]
             else:
-                from .attacks import EvalAttack
-
                 a = EvalAttack.parse(name)
                 kind, k = a.kind, a.steps
             if kind == "autoattack":
-                if d not in aa_cache:
-                    f, fb = timer.passes(cfg, d, bs)
-                    s, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
-                    aa_cache[d] = s * fb + 2 * AA_TARGETS * s * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
-                continue
-            if kind == "fgsm":
-                per_batch += timer.attack_batch(cfg, d, "fgsm", 1, bs)
+                s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
+                aa_cache[d] = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
             else:
-                if kind not in step_cost:
-                    step_cost[kind] = timer.attack_batch(cfg, d, kind, k, bs)
-                per_batch += k * step_cost[kind]
+                per_batch += max(k, 1) * fb  # fgsm: one forward-backward
         sec = batches * per_batch + (aa_batches * aa_cache[d] if d in aa_cache else 0.0)
         rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', AutoAttack as an upper bound' if d in aa_cache else ''})",
                      "count": len(d_runs), "seconds_each": sec})
@@ -200,7 +196,7 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         samples = a.get("samples") if a.get("samples") is not None else ecfg["n_samples"]
         n = n_test if samples is None else min(samples, n_test)
         abs_ = a.get("batch_size", 256)
-        f, fb = timer.passes(cfg, d, abs_)
+        f, fb = passes(d, abs_)
         k = cfg["experiments"][d]["attack"]["steps"]
         one = math.ceil(n / abs_) * f + k * fb + 2 * fb  # contributions; the attack and Grad-CAM on cam_samples (one batch)
         snapshots = 0
