@@ -86,7 +86,7 @@ def ci_snakemake_run(tmp_path_factory, worker_id):
 def copy_workspace(src: Path, dst: Path) -> Path:
     """A copy of a repository with its outputs, Snakemake's records and DVC's cache, timestamps kept."""
     def ignore(folder, names):  # DVC's temporary files; the locks of a Snakemake that another test runs there
-        return {".dvc": ["tmp"], ".snakemake": ["locks"]}.get(Path(folder).name, [])
+        return {".dvc": ["tmp"], ".snakemake": ["locks", "incomplete"]}.get(Path(folder).name, [])
 
     shutil.copytree(src, dst, symlinks=True, ignore=ignore)
     return dst

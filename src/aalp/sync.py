@@ -93,7 +93,14 @@ def commit_to_dvc(cfg: dict, stage_names, workdir: Path | str = ".") -> bool:
     every = {st.name for st in P.stages(cfg, workdir)}
     # one target per stage costs DVC about a second each; the whole file at once, a few seconds in all
     targets = ["dvc.yaml"] if every <= set(names) else [P.MATRIX_STAGE, *names]
+    # DVC moves each output into its cache and copies it back (a new file, a new mtime): put the times back,
+    # or the next Snakemake would see every output as rewritten after its records and adopt them all again
+    outs = [workdir / o for st in P.stages(cfg, workdir) if st.name in set(names) for o in st.all_outs]
+    times = {o: (o.stat().st_atime, o.stat().st_mtime) for o in outs if o.exists()}
     r = _dvc(["commit", "--force", "--quiet", *targets], workdir)
+    for o, t in times.items():
+        if o.exists() and o.stat().st_mtime != t[1]:
+            os.utime(o, t)
     if r.returncode != 0:
         _say("dvc commit failed, dvc.lock not updated: %s", (r.stderr or r.stdout).strip()[-2000:])
         return False
