@@ -24,6 +24,7 @@ import torch
 
 from . import models
 from .attacks import pgd
+from .benchmark import _sync
 from .config import RunSpec
 from .training import Trainer
 
@@ -65,11 +66,6 @@ _BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
          "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
          "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
          "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _batch(shape: dict, device, n: int | None = None):
