@@ -177,3 +177,51 @@ def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     assert "Verdicts" in index and "t-interval" in index and "Provenance" in index
     assert re.search(r"<code>([0-9a-f]{12}|src-sha256:[0-9a-f]{16})", index) and ">unknown<" not in index
     print(f"screenshot: {tmp_path / 'index.png'}")
+
+
+def _numbers(folder):
+    """Every table, claims and figure-data file of a report folder (what a rebuild must reproduce)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for sub in ("tables", "claims", "data")
+            for p in sorted((folder / sub).glob("*")) if p.is_file()} | {"claims.json": (folder / "claims.json").read_bytes()}
+
+
+def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
+    """python -m aalp publish: result files and report without weights, a manifest that matches them, and a
+    rebuild of every table from the published folder alone that equals the published tables byte for byte;
+    a changed metric changes the rebuilt Table 2 (the comparison can fail)."""
+    import shutil
+
+    from aalp import publish as P
+
+    _, work = snakemake_run
+    dest = tmp_path / "results" / "ci"
+    out = run(f"python -m aalp publish {dest}", work).stdout
+    assert "published" in out and "reports/index.html" in out
+    man = json.loads((dest / "manifest.json").read_text())
+    assert P.check(dest) == [] and not list(dest.rglob("*.pt")) and (dest / "reports" / "index.html").is_file()
+    cfg = yaml.safe_load((dest / "params.yaml").read_text())
+    n_runs = len(list(work.glob("runs/*/*/s*/model.pt")))
+    assert len(man["runs"]) == n_runs > 10 and man["devices"] == ["cpu"] and man["wall_seconds"]["train"] > 0
+    assert man["set"] == cfg["profile"] and man["total_bytes"] < 50 * 2**20
+    assert man["total_bytes"] == sum(p.stat().st_size for p in dest.rglob("*") if p.name != "manifest.json")
+
+    published = _numbers(dest / "reports")
+    run("python -m aalp report --tables-only --out rebuilt", dest)
+    assert _numbers(dest / "rebuilt") == published
+    assert P.check(dest) == ["unlisted " + p.relative_to(dest).as_posix()
+                             for p in sorted(dest.rglob("*")) if p.is_file() and "rebuilt/" in p.as_posix()]
+
+    # a metric edited after publishing: the manifest check names it, and the rebuilt Table 2 differs
+    tampered = tmp_path / "tampered"
+    shutil.copytree(dest, tampered, ignore=shutil.ignore_patterns("rebuilt"))
+    mfile = next(tampered.glob("runs/*/adv/s0/eval/metrics.json"))
+    m = json.loads(mfile.read_text())
+    m["accuracy"]["clean"] = round(m["accuracy"]["clean"] - 7.5, 4)
+    mfile.write_text(json.dumps(m))
+    assert P.check(tampered) == [f"changed {mfile.relative_to(tampered).as_posix()}"]
+    run("python -m aalp report --tables-only --out rebuilt", tampered)
+    again = _numbers(tampered / "rebuilt")
+    assert again["tables/table2.csv"] != published["tables/table2.csv"]
+
+    bad = run(f"python -m aalp publish {tmp_path / 'small'} --limit-mb 0.01", work, check=False)
+    assert bad.returncode != 0 and "over the 0.01 MB limit" in bad.stderr and not (tmp_path / "small").exists()

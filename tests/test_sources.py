@@ -246,3 +246,28 @@ def test_archive_members_outside_the_folder_are_refused(tmp_path, monkeypatch):
     with tarfile.open(archive("batches/data_1")) as tar:
         sources._safe_extract(tar, str(out))
     assert (out / "batches" / "data_1").read_bytes() == b"ok"
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_n_train_keeps_the_first_training_images_of_a_real_source(tmp_path, monkeypatch):
+    """datasets.<name>.n_train on a downloaded source: the prepared copy holds the first n_train training
+    images (all the test images), and the manifest says so; other synthetic-only keys stay refused."""
+    import yaml
+
+    from aalp import config as C
+    from aalp import data
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AALP_DATA_MIRROR", raising=False)
+    p = yaml.safe_load(OFFLINE_PARAMS.replace("mnist: {source: mnist}, svhn: {source: svhn}, cifar10: {source: cifar10}",
+                                              "mnist: {source: fashion_mnist, n_train: 1200}"))
+    p["data"].update(mirror=str(FMNIST), download=False)
+    cfg = C.validate(p)
+    man = data.prepare(cfg, "mnist")
+    full_x, full_y, _, _ = sources.fetch("fashion_mnist", tmp_path / "raw2", mirror=FMNIST, download=False)
+    got = data.load_prepared("data", "mnist")
+    assert man["counts"] == {"train": 1200, "test": 10000} and man["train_subset"] == "first 1200 of 60000"
+    assert np.array_equal(got.train_x, full_x[:1200]) and np.array_equal(got.train_y, full_y[:1200])
+    p["datasets"]["mnist"]["seed"] = 3
+    with pytest.raises(C.ConfigError, match="datasets.mnist.seed only applies to synthetic datasets"):
+        C.validate(p)

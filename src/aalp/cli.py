@@ -56,11 +56,24 @@ def cmd_report(cfg, args):
     from . import reporting
 
     if args.item:
-        reporting.report_item(cfg, args.item, args.out)
+        reporting.report_item(cfg, args.item, args.out, not args.tables_only)
     elif args.index:
         reporting.report_index(cfg, args.out)
     else:
-        reporting.report(cfg, args.out)
+        reporting.report(cfg, args.out, render_notebooks=not args.tables_only)
+
+
+def cmd_publish(cfg, args):
+    from . import publish as P
+
+    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=args.limit_mb)
+    problems = P.check(args.dest)
+    if problems:
+        raise RuntimeError(f"publish: the copy in {args.dest} does not match its manifest: {problems[0]}")
+    w = man["wall_seconds"]
+    print(f"published {len(man['files'])} files ({man['total_bytes'] / 2**20:.1f} MB) of the {man['set']} set to "
+          f"{args.dest}: {len(man['runs'])} runs on {', '.join(map(str, man['devices']))}, training {w['train'] / 3600:.2f} h, "
+          f"attacks {w['attacks'] / 3600:.2f} h. Open {Path(args.dest) / 'reports' / 'index.html'}")
 
 
 def dvc_yaml_problem(cfg: dict, workdir: Path, params: str = "params.yaml", output: str = "dvc.yaml") -> str | None:
@@ -157,6 +170,21 @@ def cmd_bench(cfg, args):
 
             write_json(Path(args.out), result)
         return
+    if args.what == "agree":
+        from . import agree as AG
+
+        options = AG.parse_options(args.options or [])
+        dataset = args.dataset or next(iter(cfg["experiments"]))
+        method = (args.methods or ["adv"])[0]
+        seeds = args.seeds if args.seeds is not None else list(cfg["seeds"])
+        for name, v in (("--epochs", args.epochs), ("--train-samples", args.train_samples),
+                        ("--test-samples", args.test_samples)):
+            if v is not None and v < 1:
+                raise C.ConfigError(f"{name} must be at least 1, got {v}")
+        res = AG.run(cfg, dataset, method, seeds, options, args.out or "bench/agree", epochs=args.epochs,
+                     train_samples=args.train_samples, test_samples=args.test_samples, attacks=args.attacks)
+        print(AG.format_result(res))
+        return
     if not args.dataset:
         raise C.ConfigError(f"bench {args.what} needs --dataset")
     if args.what == "train":
@@ -198,26 +226,45 @@ def build_parser() -> argparse.ArgumentParser:
     which = s.add_mutually_exclusive_group()
     which.add_argument("--item", choices=REPORT_ITEMS, help="one figure or table (what its pipeline stage runs)")
     which.add_argument("--index", action="store_true", help="only the front page and claims.json, from claims/*.csv")
+    s.add_argument("--tables-only", action="store_true",
+                   help="compute and write the tables, claims and figure data (and the front page) without "
+                        "rendering the notebooks: quick, and what a rebuild of published results compares")
     s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("publish", help="copy this finished set's result files (no weights) and rendered report "
+                                       "into DEST, e.g. ../../results/<set>, with a manifest")
+    s.add_argument("dest")
+    s.add_argument("--limit-mb", type=float, default=50.0, help="refuse to publish more than this (default 50)")
+    s.set_defaults(fn=cmd_publish)
     s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
     s.add_argument("--output", default="dvc.yaml")
     s.add_argument("--check", action="store_true")
     s.add_argument("--stamp", help="with --check: write this file when dvc.yaml is current (the matrix-check stage)")
     s.set_defaults(fn=cmd_dvc)
     s = sub.add_parser("bench", help="speed benchmarks: training images/s per method, our PGD vs torchattacks")
-    s.add_argument("what", choices=["train", "attack", "plan", "speed"],
+    s.add_argument("what", choices=["train", "attack", "plan", "speed", "agree"],
                    help="plan: time every job kind of this set's DAG briefly and extrapolate the whole DAG; "
-                        "speed: the speed options, PGD vs torchattacks and concurrent jobs on the paper's three shapes")
+                        "speed: the speed options, PGD vs torchattacks and concurrent jobs on the paper's three shapes; "
+                        "agree: train and evaluate one method per seed on the plain path and with --options, and say "
+                        "whether the results agree within seed noise")
     s.add_argument("--dataset")
     s.add_argument("--if-slow", type=float, metavar="HOURS",
                    help="plan: print only on a CPU and only when the device jobs exceed HOURS (make run)")
-    s.add_argument("--methods", nargs="+", help="train: methods to time (default: the dataset's)")
+    s.add_argument("--methods", nargs="+", help="train: methods to time (default: the dataset's); agree: the method "
+                                                "(default adv)")
     s.add_argument("--model", help="attack: a model.pt to attack (default: an untrained model)")
     s.add_argument("--steps", type=int, default=20, help="train, speed: timed steps; attack: PGD steps")
     s.add_argument("--shapes", nargs="+", help="speed: lenet, resnet9, resnet32 (default: all)")
     s.add_argument("--jobs", type=int, nargs="+", help="speed: concurrent training processes to measure, e.g. 1 2 4 8")
     s.add_argument("--seconds", type=float, default=20.0, help="speed: seconds each concurrent process trains")
-    s.add_argument("--out", help="speed: write the tables as JSON here")
+    s.add_argument("--out", help="speed: write the tables as JSON here; agree: the runs' folder (default bench/agree)")
+    s.add_argument("--options", nargs="+", metavar="OPT",
+                   help="agree: speed options of the fast path: amp channels_last fused_adam drop_last "
+                        "compile=default|reduce-overhead")
+    s.add_argument("--seeds", type=int, nargs="+", help="agree: seeds (default: the set's)")
+    s.add_argument("--epochs", type=int, help="agree: epochs instead of the set's")
+    s.add_argument("--train-samples", type=int, help="agree: train on the first N training images")
+    s.add_argument("--test-samples", type=int, help="agree: evaluate on the first N test images")
+    s.add_argument("--attacks", nargs="+", help="agree: evaluation attacks instead of the set's, e.g. pgd20")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(fn=cmd_bench)
     return p

@@ -139,7 +139,7 @@ def _check_references(cfg: dict, source: str) -> None:
             if tuple(ds["shape"]) not in ((1, 28, 28), (3, 32, 32)):
                 raise ConfigError(f"{source}: datasets.{name}.shape = {ds['shape']} is not allowed; allowed values: [1, 28, 28], [3, 32, 32]")
         else:
-            extra = sorted(set(ds) - {"source"})
+            extra = sorted(set(ds) - {"source", "n_train"})
             if extra:
                 raise ConfigError(f"{source}: datasets.{name}.{extra[0]} only applies to synthetic datasets")
     _check_run_seeds(cfg, source)

@@ -179,6 +179,9 @@ def prepare(cfg: dict, name: str) -> dict:
         except sources.DataError as e:
             raise DataError(str(e)) from None
         meta = {"mirror": str(mirror) if mirror else None}
+        if ds.get("n_train") is not None and ds["n_train"] < len(arrays[0]):  # a reduced run: the first n_train
+            meta["train_subset"] = f"first {ds['n_train']} of {len(arrays[0])}"
+            arrays = (arrays[0][:ds["n_train"]], arrays[1][:ds["n_train"]], *arrays[2:])
     manifest = write_prepared(out, name, ds["source"], *arrays, **meta)
     log.info("prepared %s: %d train / %d test images of shape %s -> %s", name, manifest["counts"]["train"],
              manifest["counts"]["test"], manifest["shape"], out)

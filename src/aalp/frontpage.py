@@ -259,7 +259,9 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
     table = verdicts(cfg, out_dir)
     seeds = cfg["seeds"]
     body = (f"<h1>AALP reproduction: parameter set <code>{_e(cfg['profile'])}</code></h1>\n"
-            f"<p>Every claim of <i>Adaptive Adversarial Logits Pairing</i> that this parameter set has runs for, "
+            + (f'<p class="set-description"><b>This parameter set:</b> {_e(cfg["description"])}</p>\n'
+               if cfg.get("description") else "")
+            + f"<p>Every claim of <i>Adaptive Adversarial Logits Pairing</i> that this parameter set has runs for, "
             f"measured over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
             "beside the paper's own numbers. Datasets: "
             + ", ".join(f"{_e(d)} ({_e(e['model'])}, {len(e['methods'])} methods)" for d, e in cfg["experiments"].items())

@@ -142,7 +142,9 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
         return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
     if stage == "analyze":
         return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
-    if stage in ("report", "index"):
+    if stage == "index":  # the front page also shows the set's description
+        return ["profile"] + (["description"] if "description" in cfg else [])
+    if stage == "report":
         return ["profile"]
     raise ValueError(stage)
 

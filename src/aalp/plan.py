@@ -42,7 +42,7 @@ def dataset_size(cfg: dict, dataset: str) -> tuple[int, int, tuple[int, ...]]:
     if ds["source"] == "synthetic":
         return ds["n_train"], ds["n_test"], tuple(ds["shape"])
     n_train, n_test = EXPECTED_COUNTS[ds["source"]]
-    return n_train, n_test, C.SOURCE_SHAPES[ds["source"]]
+    return min(n_train, ds.get("n_train", n_train)), n_test, C.SOURCE_SHAPES[ds["source"]]
 
 
 @dataclass

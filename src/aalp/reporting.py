@@ -763,9 +763,10 @@ def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFr
     return data, claims, tables
 
 
-def report_item(cfg: dict, name: str, out_dir: str | Path = "reports") -> None:
+def report_item(cfg: dict, name: str, out_dir: str | Path = "reports", render_notebook: bool = True) -> None:
     """One figure or table: compute its numbers from the run folders (relative to the working directory),
-    write them, and render its notebook. Writes exactly item_outputs(name, out_dir)."""
+    write them, and render its notebook. Writes exactly item_outputs(name, out_dir); with
+    render_notebook=False only its numbers (table, claims, figure data), not the page and figure."""
     out_dir = Path(out_dir)
     data, claims, tables = compute(cfg, name)
     if name in DATA:
@@ -774,9 +775,13 @@ def report_item(cfg: dict, name: str, out_dir: str | Path = "reports") -> None:
         write_csv(claims, out_dir / "claims" / f"{name}.csv")
     for t, df in tables.items():
         write_csv(df, out_dir / "tables" / f"{t}.csv")
-    render(name, out_dir, {"report_dir": str(out_dir), "profile": cfg["profile"], "needs": needs(cfg, name),
-                           "title": TITLES[name]})
-    _check_written(item_outputs(name, out_dir))
+    files = item_outputs(name, out_dir)
+    if render_notebook:
+        render(name, out_dir, {"report_dir": str(out_dir), "profile": cfg["profile"], "needs": needs(cfg, name),
+                               "title": TITLES[name]})
+    else:
+        files = [f for f in files if "/tables/" in f or "/claims/" in f or "/data/" in f]
+    _check_written(files)
 
 
 def report_index(cfg: dict, out_dir: str | Path = "reports") -> None:
@@ -798,10 +803,11 @@ def _check_written(files: list[str]) -> None:
         raise RuntimeError(f"the report did not write {', '.join(missing)}")
 
 
-def report(cfg: dict, out_dir: str | Path = "reports", items: list[str] | None = None) -> None:
+def report(cfg: dict, out_dir: str | Path = "reports", items: list[str] | None = None,
+           render_notebooks: bool = True) -> None:
     """Every item (or the given ones), then the index. The pipeline runs one stage per item instead, so that
-    a change reruns only the items whose run files changed."""
+    a change reruns only the items whose run files changed. render_notebooks=False: the numbers only."""
     _READS.clear()
     for name in items or REPORT_NOTEBOOKS:
-        report_item(cfg, name, out_dir)
+        report_item(cfg, name, out_dir, render_notebooks)
     report_index(cfg, out_dir)

@@ -224,8 +224,10 @@ class _StopSignals:
         self._old = {}
 
 
-def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
-    """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present."""
+def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | None = None) -> dict:
+    """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present.
+    train_samples: train on the first N training images only (`bench agree`'s reduced check; the pipeline
+    always trains on all of them)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["training"]
@@ -243,15 +245,16 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
              device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
              models.count_parameters(model), json.dumps(dataclasses.asdict(spec)))
 
-    train_x = torch.from_numpy(data.train_x).to(device)
-    train_y = torch.from_numpy(data.train_y).to(device)
+    keep = slice(None) if train_samples is None else slice(0, train_samples)
+    train_x = torch.from_numpy(data.train_x[keep]).to(device)
+    train_y = torch.from_numpy(data.train_y[keep]).to(device)
     n_probe = min(tcfg["probe_size"], len(data.test_x))
     probe_x = torch.from_numpy(data.test_x[:n_probe]).to(device)
     probe_y = torch.from_numpy(data.test_y[:n_probe]).to(device)
     n, bs = len(train_x), spec.batch_size
     # drop_last: every step the same shape (what CUDA graphs need); the dropped images change every epoch
     n_batches = n // bs if tcfg.get("drop_last") and n >= bs else (n + bs - 1) // bs
-    fp = _fingerprint(spec, data.manifest, tcfg)
+    fp = _fingerprint(spec, data.manifest, tcfg) + ("" if train_samples is None else f"|first {train_samples}")
 
     epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
     resume = out / "resume.pt"
@@ -335,6 +338,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path) -> dict:
         pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
     meta = provenance(str(device), seed=spec.seed, profile=cfg["profile"], spec=dataclasses.asdict(spec),
                       training=tcfg, data_manifest=data.manifest["sha256"], steps=step,
+                      **({} if train_samples is None else {"train_samples": len(train_x)}),
                       train_seconds=round(time.time() - start, 2), final=history[-1] if history else {})
     write_json(out / "run.json", meta)
     save_model(out / "model.pt", model, spec.model, data.shape, {"spec": json.dumps(dataclasses.asdict(spec))})
