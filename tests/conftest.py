@@ -96,5 +96,5 @@ def pytest_collection_modifyitems(items):
     """The end-to-end runs first (make test runs `pytest -n auto --dist loadfile --no-loadscope-reorder`, so
     files are handed out in this order): the SLURM DAG on one worker, the local Snakemake DAG on the other,
     then the DVC tests that start from the local run, while the short test files fill the gaps."""
-    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py")
+    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py")
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

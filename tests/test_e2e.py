@@ -203,7 +203,7 @@ def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
     n_runs = len(list(work.glob("runs/*/*/s*/model.pt")))
     assert len(man["runs"]) == n_runs > 10 and man["devices"] == ["cpu"] and man["wall_seconds"]["train"] > 0
     assert man["set"] == cfg["profile"] and man["total_bytes"] < 50 * 2**20
-    assert man["total_bytes"] == sum(p.stat().st_size for p in dest.rglob("*") if p.name != "manifest.json")
+    assert man["total_bytes"] == sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json")
 
     published = _numbers(dest / "reports")
     run("python -m aalp report --tables-only --out rebuilt", dest)

@@ -4,12 +4,11 @@ It starts from the Snakemake run (conftest.ci_snakemake_run), on its own copy: a
 has nothing to do (the Snakefile records its jobs in dvc.lock); an ADV edit or a Grad-CAM edit makes
 `dvc repro` rerun exactly the stages it touches, and Snakemake then has nothing to do; DVC's metrics and
 plots views; results shared through a DVC remote (a local folder standing in for S3 or SSH) reach a
-fresh clone, where `dvc repro` and `snakemake -n` have nothing to do and the report is the same; and
-queued experiments over two lambda values, listed by `dvc exp show`.
+fresh clone, where `dvc repro` and `snakemake -n` have nothing to do and the report is the same. Queued
+experiments: test_e2e_dvc_exp.py (its own file, so that the two run side by side on two xdist workers).
 """
 import json
 import re
-import time
 
 import pytest
 import yaml
@@ -87,29 +86,3 @@ def test_dvc_after_snakemake_reruns_what_an_edit_touches_and_shares_through_a_re
     _snakemake_has_nothing_to_do(clone)
     assert _report_files(cwork) == sorted(published)
     assert all((cwork / p).read_bytes() == b for p, b in published.items())
-
-    # queued experiments over two lambda values (only AALP's seed-0 evaluation is asked for, to stay quick);
-    # DVC runs them in copies of the checkout, where `python -m aalp` switches to the copy's own code
-    run(f"{GIT} config user.email t@t && {GIT} config user.name t", clone)
-    for lam in (0.25, 1.0):
-        run(f"dvc exp run --queue -S methods.aalp.lambda={lam} evaluate-synthetic-aalp-s0", cwork)
-    run("dvc queue start", cwork)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        queue = run("dvc queue status", cwork).stdout
-        if not re.search(r"\b(Queued|Running)\b", queue):
-            break
-        time.sleep(3)
-    run("dvc queue stop", cwork)  # its worker would otherwise idle on
-    assert queue.count("Success") == 2, queue
-    shown = json.loads(run("dvc exp show --json", cwork).stdout)  # paths relative to the repository root
-    lambdas = {}
-    for base in shown:
-        for exp in base.get("experiments") or []:
-            for rev in exp["revs"]:
-                data = rev.get("data") or {}
-                lam = data["params"][f"{CI_SET}/params.yaml"]["data"]["methods"]["aalp"]["lambda"]
-                metrics = data["metrics"][f"{CI_SET}/runs/synthetic/aalp/s0/eval/metrics.json"]["data"]["accuracy"]
-                lambdas[lam] = metrics
-    assert set(lambdas) == {0.25, 1.0} and all(0 <= m["pgd10"] <= 100 for m in lambdas.values()), lambdas
-    assert lambdas[0.25] != lambdas[1.0]  # a different lambda trains a different model
