@@ -83,6 +83,13 @@ def ci_snakemake_run(tmp_path_factory, worker_id):
     return repo, repo / CI_SET, float(done.read_text())
 
 
+def report_numbers(folder: Path) -> dict[str, bytes]:
+    """Every table, claims and figure-data file of a report folder, and claims.json (what a rebuild of
+    published results must reproduce byte for byte)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for sub in ("tables", "claims", "data")
+            for p in sorted((folder / sub).glob("*")) if p.is_file()} | {"claims.json": (folder / "claims.json").read_bytes()}
+
+
 def copy_workspace(src: Path, dst: Path) -> Path:
     """A copy of a repository with its outputs, Snakemake's records and DVC's cache, timestamps kept."""
     def ignore(folder, names):  # DVC's temporary files; the locks of a Snakemake that another test runs there

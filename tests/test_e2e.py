@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CI_SET as PROFILE, copy_workspace, run
+from conftest import CI_SET as PROFILE, copy_workspace, report_numbers, run
 
 pytestmark = pytest.mark.e2e
 
@@ -179,12 +179,6 @@ def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     print(f"screenshot: {tmp_path / 'index.png'}")
 
 
-def _numbers(folder):
-    """Every table, claims and figure-data file of a report folder (what a rebuild must reproduce)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for sub in ("tables", "claims", "data")
-            for p in sorted((folder / sub).glob("*")) if p.is_file()} | {"claims.json": (folder / "claims.json").read_bytes()}
-
-
 def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
     """python -m aalp publish: result files and report without weights, a manifest that matches them, and a
     rebuild of every table from the published folder alone that equals the published tables byte for byte;
@@ -205,9 +199,9 @@ def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
     assert man["set"] == cfg["profile"] and man["total_bytes"] < 50 * 2**20
     assert man["total_bytes"] == sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json")
 
-    published = _numbers(dest / "reports")
+    published = report_numbers(dest / "reports")
     run("python -m aalp report --tables-only --out rebuilt", dest)
-    assert _numbers(dest / "rebuilt") == published
+    assert report_numbers(dest / "rebuilt") == published
     assert P.check(dest) == ["unlisted " + p.relative_to(dest).as_posix()
                              for p in sorted(dest.rglob("*")) if p.is_file() and "rebuilt/" in p.as_posix()]
 
@@ -220,7 +214,7 @@ def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
     mfile.write_text(json.dumps(m))
     assert P.check(tampered) == [f"changed {mfile.relative_to(tampered).as_posix()}"]
     run("python -m aalp report --tables-only --out rebuilt", tampered)
-    again = _numbers(tampered / "rebuilt")
+    again = report_numbers(tampered / "rebuilt")
     assert again["tables/table2.csv"] != published["tables/table2.csv"]
 
     bad = run(f"python -m aalp publish {tmp_path / 'small'} --limit-mb 0.01", work, check=False)

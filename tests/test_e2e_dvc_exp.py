@@ -9,9 +9,9 @@ import time
 import pytest
 
 from conftest import CI_SET, copy_workspace, run
+from test_e2e_dvc import GIT
 
 pytestmark = pytest.mark.e2e
-GIT = "git -c user.email=t@t -c user.name=t"
 
 
 def test_queued_experiments_over_two_lambdas(ci_snakemake_run, tmp_path):

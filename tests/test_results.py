@@ -2,19 +2,13 @@
 unlisted, no weights, under 50 MB), and rebuilding its report from the published run files alone reproduces
 every committed table, claim and figure-data file byte for byte. The README links each published report."""
 import shutil
-from pathlib import Path
 
 import pytest
 
 from aalp import publish as P
-from conftest import REPO, run
+from conftest import REPO, report_numbers, run
 
 FOLDERS = sorted(p.parent for p in (REPO / "results").glob("*/manifest.json"))
-
-
-def _numbers(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for sub in ("tables", "claims", "data")
-            for p in sorted((folder / sub).glob("*")) if p.is_file()} | {"claims.json": (folder / "claims.json").read_bytes()}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
@@ -31,6 +25,6 @@ def test_rebuilding_from_the_published_files_reproduces_the_tables(folder, tmp_p
     work = tmp_path / folder.name
     shutil.copytree(folder, work, ignore=shutil.ignore_patterns("reports"))
     run("python -m aalp report --tables-only --out rebuilt", work)
-    rebuilt, committed = _numbers(work / "rebuilt"), _numbers(folder / "reports")
+    rebuilt, committed = report_numbers(work / "rebuilt"), report_numbers(folder / "reports")
     assert sorted(rebuilt) == sorted(committed)
     assert [f for f in committed if rebuilt[f] != committed[f]] == []

@@ -26,7 +26,7 @@ from .pipeline import run_dir
 from .reporting import report_inputs, report_outputs
 
 LIMIT_MB = 50.0
-RUN_FILES = ("run.json", "history.csv", "probe.parquet", "eval/eval.json", "eval/metrics.json", "eval/records.parquet")
+RUN_FILES = ("history.csv", "probe.parquet", "eval/metrics.json", "eval/records.parquet")  # + frontpage.run_files
 ANALYSIS_SUFFIXES = (".json", ".csv", ".npz", ".parquet")  # analysis/*: summaries and arrays, never *.pt
 
 
@@ -41,7 +41,9 @@ def _sha256(path: Path) -> str:
 def files_to_publish(cfg: dict, src: Path) -> list[str]:
     """Every file DEST gets, relative to the set folder: params.yaml, each run's result files, what the report
     reads, and the rendered report."""
-    files = ["params.yaml"]
+    from .frontpage import run_files
+
+    files = ["params.yaml"] + run_files(cfg)  # run.json and eval.json of every run (the provenance table)
     for d, m, s in C.runs(cfg):
         rd = run_dir(d, m, s)
         files += [(rd / f).as_posix() for f in RUN_FILES]
