@@ -90,6 +90,62 @@ def report_numbers(folder: Path) -> dict[str, bytes]:
             for p in sorted((folder / sub).glob("*")) if p.is_file()} | {"claims.json": (folder / "claims.json").read_bytes()}
 
 
+def numbers_differ(a: dict[str, bytes], b: dict[str, bytes], rtol: float = 1e-9) -> list[str]:
+    """The files of two report_numbers() whose numbers differ: byte-equal files agree; otherwise CSV and JSON
+    files agree when every text cell is equal and every number is within rtol (the last bits of a float can
+    differ between machines, e.g. LAPACK's least squares in np.polyfit), .npz arrays only when equal."""
+    import io
+    import json
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    def close(x, y) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, float) or isinstance(y, float):
+            return (x is None and y is None) or (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                                                 and math.isclose(x, y, rel_tol=rtol, abs_tol=1e-12))
+        return x == y
+
+    bad = sorted(set(a) ^ set(b))
+    for f in sorted(set(a) & set(b)):
+        if a[f] == b[f]:
+            continue
+        if f.endswith(".csv"):
+            try:
+                pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(a[f])), pd.read_csv(io.BytesIO(b[f])),
+                                              check_exact=False, rtol=rtol, atol=1e-12)
+                # per-seed values are ';'-joined text: compare them as numbers too
+                continue
+            except AssertionError:
+                da, db = pd.read_csv(io.BytesIO(a[f])), pd.read_csv(io.BytesIO(b[f]))
+                if list(da.columns) == list(db.columns) and len(da) == len(db) and all(
+                        close(_cell(x), _cell(y)) for c in da.columns for x, y in zip(da[c], db[c])):
+                    continue
+        elif f.endswith(".json") and close(json.loads(a[f]), json.loads(b[f])):
+            continue
+        elif f.endswith(".npz"):
+            za, zb = np.load(io.BytesIO(a[f])), np.load(io.BytesIO(b[f]))
+            if za.files == zb.files and all(np.array_equal(za[k], zb[k], equal_nan=True) for k in za.files):
+                continue
+        bad.append(f)
+    return bad
+
+
+def _cell(x):
+    """A CSV cell as a number, a dict of ';'-joined numbers (claims' per-seed values) or itself."""
+    if isinstance(x, str) and ";" in x:
+        try:
+            return {i: float(v) for i, v in enumerate(x.split(";"))}
+        except ValueError:
+            return x
+    if isinstance(x, float) and x != x:
+        return None
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+
 def copy_workspace(src: Path, dst: Path) -> Path:
     """A copy of a repository with its outputs, Snakemake's records and DVC's cache, timestamps kept."""
     def ignore(folder, names):  # DVC's temporary files; the locks of a Snakemake that another test runs there
@@ -103,5 +159,5 @@ def pytest_collection_modifyitems(items):
     """The end-to-end runs first (make test runs `pytest -n auto --dist loadfile --no-loadscope-reorder`, so
     files are handed out in this order): the SLURM DAG on one worker, the local Snakemake DAG on the other,
     then the DVC tests that start from the local run, while the short test files fill the gaps."""
-    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py")
+    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py", "test_e2e_deps.py")
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

@@ -21,7 +21,7 @@ def _check_report(work, cfg):
     records.parquet (the CI set runs one seed, so the means are the seed-0 values)."""
     import matplotlib.image
 
-    from aalp.reporting import REPORT_OUTPUTS
+    from aalp.layout import REPORT_OUTPUTS
 
     for rel in REPORT_OUTPUTS:
         assert (work / rel).stat().st_size > 0, rel

@@ -54,8 +54,8 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(f.relative_to(Path(__file__).parent).as_posix().encode() + f.read_bytes())
     return f"src-sha256:{h.hexdigest()[:16]}"
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import config as C
-from .pipeline import REPORT_ITEMS, run_dir as _run_dir
+from .layout import REPORT_ITEMS, run_dir as _run_dir
 
 log = logging.getLogger("aalp")
 
@@ -24,7 +24,7 @@ def cmd_validate(cfg, args):
 
 
 def cmd_prepare(cfg, args):
-    from . import data
+    from .core import data
 
     if args.dataset not in cfg["datasets"]:
         raise C.ConfigError(f"unknown dataset {args.dataset!r}; allowed values: {', '.join(cfg['datasets'])}")
@@ -32,35 +32,39 @@ def cmd_prepare(cfg, args):
 
 
 def cmd_train(cfg, args):
-    from . import training
+    from .core import training
 
     spec = C.run_spec(cfg, args.dataset, args.method, args.seed)
     training.train(cfg, spec, _run_dir(args.dataset, args.method, args.seed))
 
 
 def cmd_evaluate(cfg, args):
-    from . import evaluation
+    from .core import evaluation
 
     C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
     evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
 
 
 def cmd_analyze(cfg, args):
-    from . import analysis
+    from .core import analysis
 
     C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
     analysis.analyze(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
 
 
 def cmd_report(cfg, args):
-    from . import reporting
-
     if args.item:
-        reporting.report_item(cfg, args.item, args.out, not args.tables_only)
+        from .report.items import report_item
+
+        report_item(cfg, args.item, args.out, not args.tables_only)
     elif args.index:
-        reporting.report_index(cfg, args.out)
+        from .report.frontpage import report_index
+
+        report_index(cfg, args.out)
     else:
-        reporting.report(cfg, args.out, render_notebooks=not args.tables_only)
+        from .report.build import report
+
+        report(cfg, args.out, render_notebooks=not args.tables_only)
 
 
 def cmd_publish(cfg, args):
@@ -76,38 +80,13 @@ def cmd_publish(cfg, args):
           f"attacks {w['attacks'] / 3600:.2f} h. Open {Path(args.dest) / 'reports' / 'index.html'}")
 
 
-def dvc_yaml_problem(cfg: dict, workdir: Path, params: str = "params.yaml", output: str = "dvc.yaml") -> str | None:
-    """Why workdir/<output> does not describe the matrix of `cfg` (one line), or None when it does."""
-    import yaml
-
-    from . import pipeline
-
-    text = pipeline.dvc_yaml(cfg, Path(workdir).resolve())
-    target = Path(workdir) / output
-    if target.exists() and target.read_text() == text:
-        return None
-    want = set(yaml.safe_load(text)["stages"])
-    have = set((yaml.safe_load(target.read_text()) or {}).get("stages", {})) if target.exists() else set()
-    new, gone = sorted(want - have), sorted(have - want)
-    what = "; ".join(f"{label} {len(s)} stage(s): {', '.join(s[:3])}{', ...' if len(s) > 3 else ''}"
-                     for label, s in (("it lacks", new), ("it has extra", gone)) if s) or "same stages, other details"
-    cause = "the experiment matrix changed" if new or gone else "the stage description changed"
-    return (f"{output} does not match {params} ({cause}; {what}): regenerate it with `python -m aalp dvc` "
-            f"in {Path(workdir).resolve()} (or `make dvc`), then rerun")
-
-
-def matrix_stamp_text(output: str = "dvc.yaml", params: str = "params.yaml") -> str:
-    """The content of the matrix-check stage's stamp (the same whichever engine writes it)."""
-    return f"{output} matches {params}\n"
-
-
 def cmd_dvc(cfg, args):
     from . import pipeline
 
     workdir = Path(args.params).resolve().parent
     target = Path(args.output)
     if args.check:
-        problem = dvc_yaml_problem(cfg, workdir, args.params, args.output)
+        problem = pipeline.dvc_yaml_problem(cfg, workdir, args.params, args.output)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(1)
@@ -115,7 +94,7 @@ def cmd_dvc(cfg, args):
             from .artifacts import atomic_path
 
             with atomic_path(Path(args.stamp)) as tmp:
-                Path(tmp).write_text(matrix_stamp_text(args.output, args.params))
+                Path(tmp).write_text(pipeline.matrix_stamp_text(args.output, args.params))
         print(f"{target} is up to date")
         return
     target.write_text(pipeline.dvc_yaml(cfg, workdir))
@@ -123,11 +102,11 @@ def cmd_dvc(cfg, args):
 
 
 def cmd_bench(cfg, args):
-    from . import benchmark as B
+    from .tools import benchmark as B
 
     if args.what == "plan":
-        from . import plan as PL
-        from .training import select_device
+        from .core.training import select_device
+        from .tools import plan as PL
 
         device = select_device(cfg["training"]["device"])
         if args.if_slow is not None and device.type != "cpu":
@@ -147,8 +126,8 @@ def cmd_bench(cfg, args):
                   "Interrupt now (Ctrl-C) or let it run: finished jobs are kept.", flush=True)
         return
     if args.what == "speed":
-        from . import speed as SP
-        from .training import select_device
+        from .core.training import select_device
+        from .tools import speed as SP
 
         device = select_device(cfg["training"]["device"])
         shapes = args.shapes or list(SP.SHAPES)
@@ -171,7 +150,7 @@ def cmd_bench(cfg, args):
             write_json(Path(args.out), result)
         return
     if args.what == "agree":
-        from . import agree as AG
+        from .tools import agree as AG
 
         options = AG.parse_options(args.options or [])
         dataset = args.dataset or next(iter(cfg["experiments"]))

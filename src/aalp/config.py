@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RESOURCES = ["workflow/schemas/params.schema.json"]  # its defaults decide what every stage computes (aalp.deps)
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.json"
 
 # Which model families accept which input shapes (C, H, W).

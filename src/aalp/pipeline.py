@@ -7,7 +7,6 @@ paper profile, configs/<name>/ for the others).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,51 +14,24 @@ from pathlib import Path
 
 import yaml
 
-from . import config as C
+from . import config as C, deps
+from .layout import (CLAIMS, REPORT_INDEX, REPORT_ITEMS, REPORT_METRICS, RUN, fingerprint, item_caption,  # noqa: F401
+                     item_outputs, item_title, run_dir, run_files, stage_params)
+from .report.inputs import item_inputs as _item_inputs
 
-CODE = {  # source files each stage's output depends on (DVC deps, Snakemake inputs)
-    "prepare": ["data.py", "sources.py"],
-    "train": ["training.py", "losses.py", "models.py", "attacks.py", "data.py"],
-    "evaluate": ["evaluation.py", "attacks.py", "losses.py", "models.py", "training.py"],
-    "analyze": ["analysis.py", "attacks.py", "losses.py", "models.py", "training.py", "data.py"],
-    "report": ["reporting.py", "figures.py"],  # + the item's notebook and the paper's tables
-    "index": ["reporting.py", "frontpage.py", "verdicts.py", "stats.py"],  # + docs/method.md
+# The module each stage's command runs (`python -m aalp <stage>` dispatches to it). A stage's code
+# dependencies are this module and everything it imports inside the package, derived by aalp.deps, plus the
+# files those modules declare in RESOURCES (the schema, the paper's tables, templates) and, for a report
+# item, its notebook. cli.py only parses arguments and dispatches, so it is not among them.
+ENTRY = {
+    "prepare": "aalp.core.data",
+    "train": "aalp.core.training",
+    "evaluate": "aalp.core.evaluation",
+    "analyze": "aalp.core.analysis",
+    "report": "aalp.report.items",
+    "index": "aalp.report.frontpage",
+    "matrix": "aalp.pipeline",  # dvc.yaml's matrix-check stage
 }
-PAPER_TABLES = ["table1_consistency.csv", "table2_defense.csv", "table3_guided_dropout.csv", "table4_consistent_share.csv"]
-
-
-FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
-TABLES = ["table1", "table2", "table3", "table4"]
-REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
-
-
-TITLES = {
-    "fig01": "Fig. 1: feature contributions of RAW, ADV and ALP",
-    "fig02": "Fig. 2: Grad-CAM of adversarial samples, RAW, ADV and ALP",
-    "fig03": "Fig. 3: adversarial confidence of the ALP model, Consistent vs Inconsistent samples",
-    "fig04": "Fig. 4: ALP loss of the Consistent and Inconsistent probe samples during ALP training",
-    "fig06": "Fig. 6: accuracy against the swept loss weight",
-    "fig07": "Fig. 7: feature contributions with AALP",
-    "fig08": "Fig. 8: Grad-CAM of adversarial samples, ADV, ALP and AALP",
-    "fig09": "Fig. 9: feature-contribution concentration over AALP training checkpoints",
-    "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
-    "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
-    "fig12": "Fig. 12: ALP vs AALP during training",
-    "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
-    "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
-    "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
-    "table4": "Table 4: share of Consistent samples, ALP vs AALP",
-}
-
-
-def item_title(item: str) -> str:
-    return TITLES[item]
-
-
-def item_caption(item: str) -> str:
-    """One line for Snakemake's report: where the item's page and numbers are."""
-    files = [f"reports/{item}.html"] + ([f"reports/claims/{item}.csv"] if item != "table2" else [])
-    return f"Rendered by notebooks/{item}.ipynb; page and numbers: {', '.join(files)}."
 
 
 def notebooks() -> list[str]:
@@ -68,28 +40,17 @@ def notebooks() -> list[str]:
 
 def item_outs(item: str) -> list[str]:
     """Every file the report stage of one figure or table writes (fixed names)."""
-    from .reporting import item_outputs
-
     return item_outputs(item)
 
 
 def item_inputs(cfg: dict, item: str) -> list[str]:
     """The run files one report item reads (outputs of train, evaluate and analyze stages)."""
-    from .reporting import _inputs
-
-    return list(dict.fromkeys(p.as_posix() for p in _inputs(cfg, item)))
-
-
-REPORT_INDEX = ("reports/index.html", "reports/method.html", "reports/tables/verdicts.csv")
-REPORT_METRICS = "reports/claims.json"
+    return list(dict.fromkeys(p.as_posix() for p in _item_inputs(cfg, item)))
 
 
 def index_inputs(cfg: dict) -> list[str]:
     """What the front page reads: every item's claims and page (so it is written after them), Table 2 and
     its checks, and each run's provenance (run.json, eval.json)."""
-    from .frontpage import run_files
-    from .reporting import CLAIMS
-
     return ([f"reports/claims/{n}.csv" for n in CLAIMS] + [f"reports/{nb}.html" for nb in notebooks()]
             + ["reports/tables/table2.csv", "reports/tables/table2_checks.csv"] + run_files(cfg))
 
@@ -101,13 +62,6 @@ class Template:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
 
-
-RUN = "runs/{dataset}/{method}/s{seed}"
-
-
-def run_dir(dataset: str, method: str, seed: int) -> Path:
-    """The folder of one training run (model, history) and its evaluation (eval/)."""
-    return Path(RUN.format(dataset=dataset, method=method, seed=seed))
 
 TEMPLATES = {
     "prepare": Template("python -m aalp prepare --dataset {dataset}",
@@ -126,41 +80,6 @@ TEMPLATES = {
 }
 
 
-def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> list[str]:
-    """Exactly the params.yaml keys a stage reads (DVC `params`, Snakemake rerun fingerprint)."""
-    if stage == "prepare":
-        return [f"datasets.{dataset}"]
-    exp = f"experiments.{dataset}"
-    base = C.base_method(cfg, dataset, method) if method else None  # a sweep variant reads its base method (+ its value)
-    if stage == "train":
-        series = f"{dataset}/{method}" in cfg["training"]["checkpoint_runs"]
-        return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.augment", f"{exp}.attack",
-                f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.fused_adam",
-                "training.compile", "training.drop_last", "training.probe_size",
-                *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []), "profile"]
-    if stage == "evaluate":
-        return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
-    if stage == "analyze":
-        return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
-    if stage == "index":  # the front page also shows the set's description
-        return ["profile"] + (["description"] if "description" in cfg else [])
-    if stage == "report":
-        return ["profile"]
-    raise ValueError(stage)
-
-
-def _get(cfg: dict, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> str:
-    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes."""
-    return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
-
-
 def analyzed(cfg: dict):
     """The runs the analysis stage covers: the main matrix (sweep variants are only evaluated)."""
     return C.runs(cfg, sweeps=False)
@@ -176,16 +95,21 @@ def repo_rel(workdir: Path | str = ".") -> str:
     return os.path.relpath(project_root(workdir), Path(workdir).resolve())
 
 
+def stage_files(stage: str, item: str | None = None) -> list[Path]:
+    """Absolute paths of every source and resource file whose change must rerun `stage` (aalp.deps)."""
+    notebook = deps.REPO_ROOT / "notebooks" / f"{item}.ipynb" if stage == "report" else None
+    return deps.files([ENTRY[stage]], notebook)
+
+
+def code_hash(stage: str, item: str | None = None) -> str:
+    """One digest of stage_files(stage, item): equal hashes, equal code behind the stage's outputs."""
+    return deps.code_hash(stage_files(stage, item))
+
+
 def code_deps(stage: str, workdir: Path | str = ".", item: str | None = None) -> list[str]:
+    """stage_files(stage, item) relative to a parameter set's working directory (DVC deps, Snakemake inputs)."""
     root = repo_rel(workdir)
-    deps = [os.path.normpath(f"{root}/src/aalp/{f}") for f in CODE[stage]]
-    if stage == "report":
-        deps.append(os.path.normpath(f"{root}/notebooks/{item}.ipynb"))
-        deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
-    if stage == "index":
-        deps.append(os.path.normpath(f"{root}/docs/method.md"))
-        deps += [os.path.normpath(f"{root}/paper/{t}") for t in PAPER_TABLES]
-    return deps
+    return [os.path.normpath(f"{root}/{p.relative_to(deps.REPO_ROOT).as_posix()}") for p in stage_files(stage, item)]
 
 
 @dataclass
@@ -244,10 +168,9 @@ def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
     Its first stage, matrix-check, reruns whenever params.yaml changes and stops `dvc repro` with one
     line when the matrix (datasets, methods, seeds) no longer matches this file; every prepare stage
     depends on its stamp (constant content, so a passing check reruns nothing downstream)."""
-    root = repo_rel(workdir)
     doc = {"stages": {MATRIX_STAGE: {
         "cmd": f"python -m aalp dvc --check --stamp {MATRIX_STAMP}",
-        "deps": ["params.yaml"] + [os.path.normpath(f"{root}/src/aalp/{f}") for f in ("pipeline.py", "config.py")],
+        "deps": ["params.yaml"] + code_deps("matrix", workdir),
         "outs": [{MATRIX_STAMP: {"cache": False}}]}}}
     for st in stages(cfg, workdir):
         deps = st.deps + [MATRIX_STAMP] if st.kind == "prepare" else st.deps
@@ -263,6 +186,27 @@ def dvc_yaml(cfg: dict, workdir: Path | str = ".") -> str:
     header = ("# Generated by `python -m aalp dvc` from params.yaml and src/aalp/pipeline.py: do not edit by hand.\n"
               "# Regenerate after changing the experiment matrix (datasets, methods, seeds); tests fail if it is stale.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def dvc_yaml_problem(cfg: dict, workdir: Path, params: str = "params.yaml", output: str = "dvc.yaml") -> str | None:
+    """Why workdir/<output> does not describe the matrix of `cfg` (one line), or None when it does."""
+    text = dvc_yaml(cfg, Path(workdir).resolve())
+    target = Path(workdir) / output
+    if target.exists() and target.read_text() == text:
+        return None
+    want = set(yaml.safe_load(text)["stages"])
+    have = set((yaml.safe_load(target.read_text()) or {}).get("stages", {})) if target.exists() else set()
+    new, gone = sorted(want - have), sorted(have - want)
+    what = "; ".join(f"{label} {len(s)} stage(s): {', '.join(s[:3])}{', ...' if len(s) > 3 else ''}"
+                     for label, s in (("it lacks", new), ("it has extra", gone)) if s) or "same stages, other details"
+    cause = "the experiment matrix changed" if new or gone else "the stage description changed"
+    return (f"{output} does not match {params} ({cause}; {what}): regenerate it with `python -m aalp dvc` "
+            f"in {Path(workdir).resolve()} (or `make dvc`), then rerun")
+
+
+def matrix_stamp_text(output: str = "dvc.yaml", params: str = "params.yaml") -> str:
+    """The content of the matrix-check stage's stamp (the same whichever engine writes it)."""
+    return f"{output} matches {params}\n"
 
 
 # ----------------------------------------------------------------------------- Snakemake helpers

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from . import config as C
 from .artifacts import code_version, read_json
-from .pipeline import run_dir
-from .reporting import report_inputs, report_outputs
+from .layout import report_outputs, run_dir, run_files
+from .report.inputs import report_inputs
 
 LIMIT_MB = 50.0
 RUN_FILES = ("history.csv", "probe.parquet", "eval/metrics.json", "eval/records.parquet")  # + frontpage.run_files
@@ -41,8 +41,6 @@ def _sha256(path: Path) -> str:
 def files_to_publish(cfg: dict, src: Path) -> list[str]:
     """Every file DEST gets, relative to the set folder: params.yaml, each run's result files, what the report
     reads, and the rendered report."""
-    from .frontpage import run_files
-
     files = ["params.yaml"] + run_files(cfg)  # run.json and eval.json of every run (the provenance table)
     for d, m, s in C.runs(cfg):
         rd = run_dir(d, m, s)

@@ -80,15 +80,13 @@ def commit_to_dvc(cfg: dict, stage_names, workdir: Path | str = ".") -> bool:
     if why:
         _say("dvc.lock not updated: %s", why)
         return False
-    from .cli import dvc_yaml_problem, matrix_stamp_text
-
-    problem = dvc_yaml_problem(cfg, workdir)
+    problem = P.dvc_yaml_problem(cfg, workdir)
     if problem:  # dvc.yaml describes another matrix: committing would record the wrong stages
         _say("dvc.lock not updated: %s", problem)
         return False
     stamp = workdir / P.MATRIX_STAMP
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(matrix_stamp_text())
+    stamp.write_text(P.matrix_stamp_text())
     names = sorted({n for n in stage_names if n})
     every = {st.name for st in P.stages(cfg, workdir)}
     # one target per stage costs DVC about a second each; the whole file at once, a few seconds in all

@@ -1,0 +1,141 @@
+"""The paper's networks, each split into `features` (penultimate activations h, B x D) and a linear
+`classifier` (the logits layer), with input normalisation inside so that inputs stay in [0, 1].
+
+- lenet: Madry et al.'s MNIST network (the "LeNet" of ALP), 3,274,634 parameters, D = 1024.
+- resnet9: Page's DAWNBench ResNet-9, about 6.57M parameters, D = 512.
+- resnet32: He et al.'s CIFAR ResNet-32 with option-A shortcuts, 464,154 parameters, D = 64.
+- *_small: narrow/shallow variants for quick CPU profiles; never reported as the paper's models.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MODEL_SHAPES
+
+
+class Classifier(nn.Module):
+    """x in [0,1] -> normalise -> body -> h (B x D) -> [h * mask] -> logits."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float],
+                 cam_layer: nn.Module, num_classes: int = 10):
+        super().__init__()
+        c = len(mean)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).clamp_min(1e-3).view(1, c, 1, 1))
+        self.body = body
+        self.feature_dim = feature_dim
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.cam_layer = cam_layer  # last convolutional block, for Grad-CAM
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)
+        return self.classifier(h if mask is None else h * mask)
+
+
+# ----------------------------------------------------------------------------- LeNet (Madry)
+def _lenet(c1: int, c2: int, hidden: int):
+    convs = nn.Sequential(
+        nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
+    )
+    body = nn.Sequential(convs, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU())
+    return body, hidden, convs
+
+
+# ----------------------------------------------------------------------------- ResNet-9 (Page)
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.res = nn.Sequential(conv_bn(c, c), conv_bn(c, c))
+
+    def forward(self, x):
+        return x + self.res(x)
+
+
+def _resnet9(w: int):
+    layer3 = nn.Sequential(conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), Residual(8 * w))
+    body = nn.Sequential(
+        conv_bn(3, w),
+        conv_bn(w, 2 * w), nn.MaxPool2d(2), Residual(2 * w),
+        conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
+        layer3,
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+    )
+    return body, 8 * w, layer3
+
+
+# ----------------------------------------------------------------------------- ResNet-32 (He, option A)
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin  # option A: subsample and zero-pad channels, no parameters
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.stride != 1 or self.pad:
+            short = x[:, :, ::self.stride, ::self.stride]
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+def _cifar_resnet(blocks: int, widths=(16, 32, 64)):
+    layers, cin = [], widths[0]
+    stages = []
+    for i, w in enumerate(widths):
+        stage = nn.Sequential(*[BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(blocks)])
+        stages.append(stage)
+        cin = w
+    body = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
+                         *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    return body, widths[-1], stages[-1]
+
+
+_BUILDERS = {
+    "lenet": lambda: _lenet(32, 64, 1024),
+    "lenet_small": lambda: _lenet(8, 16, 64),
+    "resnet9": lambda: _resnet9(64),
+    "resnet9_small": lambda: _resnet9(8),
+    "resnet32": lambda: _cifar_resnet(5),
+    "resnet32_small": lambda: _cifar_resnet(1, (8, 16, 32)),
+}
+
+
+class ModelError(ValueError):
+    pass
+
+
+def build(name: str, shape: Sequence[int], mean: Sequence[float], std: Sequence[float], num_classes: int = 10) -> Classifier:
+    """Build model `name` for inputs of `shape` (C, H, W); a mismatch is a clear error."""
+    if name not in _BUILDERS:
+        raise ModelError(f"unknown model {name!r}; allowed values: {', '.join(_BUILDERS)}")
+    if tuple(shape) != MODEL_SHAPES[name]:
+        raise ModelError(f"model {name!r} expects inputs of shape {MODEL_SHAPES[name]}, the dataset has {tuple(shape)}")
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        raise ModelError(f"normalisation needs {shape[0]} channel means and stds")
+    body, dim, cam = _BUILDERS[name]()
+    return Classifier(body, dim, mean, std, cam, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

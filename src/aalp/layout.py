@@ -1,0 +1,135 @@
+"""Names and paths that the stage description (pipeline.py) and the stage code (core/, report/) both need:
+the report's items and titles, the file names each report stage writes, the run folders, and the
+params.yaml keys each stage reads. It imports nothing of the package but config, so both sides import it
+and it imports neither back.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import config as C
+
+FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
+TABLES = ["table1", "table2", "table3", "table4"]
+REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
+
+
+TITLES = {
+    "fig01": "Fig. 1: feature contributions of RAW, ADV and ALP",
+    "fig02": "Fig. 2: Grad-CAM of adversarial samples, RAW, ADV and ALP",
+    "fig03": "Fig. 3: adversarial confidence of the ALP model, Consistent vs Inconsistent samples",
+    "fig04": "Fig. 4: ALP loss of the Consistent and Inconsistent probe samples during ALP training",
+    "fig06": "Fig. 6: accuracy against the swept loss weight",
+    "fig07": "Fig. 7: feature contributions with AALP",
+    "fig08": "Fig. 8: Grad-CAM of adversarial samples, ADV, ALP and AALP",
+    "fig09": "Fig. 9: feature-contribution concentration over AALP training checkpoints",
+    "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
+    "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
+    "fig12": "Fig. 12: ALP vs AALP during training",
+    "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
+    "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
+    "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
+    "table4": "Table 4: share of Consistent samples, ALP vs AALP",
+}
+
+
+def item_title(item: str) -> str:
+    return TITLES[item]
+
+
+def item_caption(item: str) -> str:
+    """One line for Snakemake's report: where the item's page and numbers are."""
+    files = [f"reports/{item}.html"] + ([f"reports/claims/{item}.csv"] if item != "table2" else [])
+    return f"Rendered by notebooks/{item}.ipynb; page and numbers: {', '.join(files)}."
+
+
+RUN = "runs/{dataset}/{method}/s{seed}"
+
+
+def run_dir(dataset: str, method: str, seed: int) -> Path:
+    """The folder of one training run (model, history) and its evaluation (eval/)."""
+    return Path(RUN.format(dataset=dataset, method=method, seed=seed))
+
+
+CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
+
+
+DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
+        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv"}
+
+
+def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
+    """The files report_item(cfg, name, out_dir) writes: its page and executed notebook, its figure (PNG,
+    SVG), table, claims and figure data, whatever runs the parameter set has."""
+    o = Path(out_dir).as_posix()
+    files = [f"{o}/{name}.html", f"{o}/notebooks/{name}.ipynb"]
+    if name in FIGURES:
+        files += [f"{o}/figures/{name}.{ext}" for ext in ("png", "svg")]
+    if name in TABLES:
+        files += [f"{o}/tables/{name}.csv"] + ([f"{o}/tables/table2_checks.csv"] if name == "table2" else [])
+    if name in CLAIMS:
+        files.append(f"{o}/claims/{name}.csv")
+    if name in DATA:
+        files.append(f"{o}/data/{name}.{DATA[name]}")
+    return files
+
+
+def index_outputs(out_dir: str | Path = "reports") -> list[str]:
+    """The files report_index writes: the front page, the method page it links, the verdict table and
+    claims.json (every claim, a DVC metrics file)."""
+    o = Path(out_dir).as_posix()
+    return [f"{o}/index.html", f"{o}/method.html", f"{o}/tables/verdicts.csv", f"{o}/claims.json"]
+
+
+def report_outputs(out_dir: str | Path = "reports") -> list[str]:
+    """Every file report(cfg, out_dir) writes, whatever runs the parameter set has."""
+    return index_outputs(out_dir) + [f for nb in REPORT_ITEMS for f in item_outputs(nb, out_dir)]
+
+
+REPORT_OUTPUTS = report_outputs()
+
+
+REPORT_INDEX = ("reports/index.html", "reports/method.html", "reports/tables/verdicts.csv")
+REPORT_METRICS = "reports/claims.json"
+
+
+def run_files(cfg: dict) -> list[str]:
+    """Each run's provenance files that the front page reads (run.json, eval/eval.json): index-stage inputs."""
+    return [p.as_posix() for d, m, s in C.runs(cfg) for p in (run_dir(d, m, s) / "run.json",
+                                                               run_dir(d, m, s) / "eval" / "eval.json")]
+
+
+def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> list[str]:
+    """Exactly the params.yaml keys a stage reads (DVC `params`, Snakemake rerun fingerprint)."""
+    if stage == "prepare":
+        return [f"datasets.{dataset}"]
+    exp = f"experiments.{dataset}"
+    base = C.base_method(cfg, dataset, method) if method else None  # a sweep variant reads its base method (+ its value)
+    if stage == "train":
+        series = f"{dataset}/{method}" in cfg["training"]["checkpoint_runs"]
+        return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.augment", f"{exp}.attack",
+                f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.fused_adam",
+                "training.compile", "training.drop_last", "training.probe_size",
+                *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []), "profile"]
+    if stage == "evaluate":
+        return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
+    if stage == "analyze":
+        return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
+    if stage == "index":  # the front page also shows the set's description
+        return ["profile"] + (["description"] if "description" in cfg else [])
+    if stage == "report":
+        return ["profile"]
+    raise ValueError(stage)
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> str:
+    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes."""
+    return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)

@@ -1,0 +1,203 @@
+"""What each figure draws, already reduced (data/figNN.csv or .npz), and the per-seed numbers that decide
+its claim, from the run files. The notebooks only read these files and draw."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.sets import consistency_sets
+from ..layout import run_dir
+from .claims import claims_frame, frame
+from .inputs import (CKPT_CLAIMS, SETS, analysis_path, attack_columns, checkpoint_runs, load_csv, load_json, load_npz,
+                     load_parquet, metrics_path, models, records_path, seeds, sweep_runs)
+
+def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sorted contribution curves (data) and n50/n90/gini claims (from summary.json) of the models of `name`.
+
+    data: dataset, method, seed, rank (1 = largest), share (c sorted descending, normalised to sum 1;
+    all-zero c gives share 0), feature_dim."""
+    curves, claims = [], []
+    for d, ms in models(cfg, name):
+        for m in ms:
+            for s in seeds(cfg, d, m):
+                summ = load_json(analysis_path(d, m, s, "summary.json"))
+                for k in ("n50", "n90", "gini"):
+                    claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
+                c = np.sort(load_csv(analysis_path(d, m, s, "contributions.csv"))["c"].to_numpy(np.float64))[::-1]
+                share = c / c.sum() if c.sum() > 0 else np.zeros_like(c)
+                curves.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "rank": np.arange(1, len(c) + 1),
+                                            "share": share, "feature_dim": len(c)}))
+    cols = ["dataset", "method", "seed", "rank", "share", "feature_dim"]
+    data = pd.concat(curves, ignore_index=True)[cols] if curves else pd.DataFrame(columns=cols)
+    return data, claims_frame(claims)
+
+
+def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Grad-CAM maps of the first seed's models of `name` (arrays '<dataset>/<method>/<field>' with field
+    x, x_adv, cam_clean, cam_adv, label, pred_adv, index; float32) and the cam_area_adv /
+    cam_on_object_adv claims over all seeds (cam_on_object_adv only for 1-channel inputs)."""
+    arrays, claims = {}, []
+    for d, ms in models(cfg, name):
+        for m in ms:
+            for s in seeds(cfg, d, m):
+                summ = load_json(analysis_path(d, m, s, "summary.json"))
+                for k in ("cam_area_adv", "cam_on_object_adv"):
+                    if summ.get(k) is not None:
+                        claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
+            z = load_npz(analysis_path(d, m, seeds(cfg, d, m)[0], "cam.npz"))
+            for f in ("x", "x_adv", "cam_clean", "cam_adv", "label", "pred_adv", "index"):
+                arrays[f"{d}/{m}/{f}"] = z[f].astype(np.float32) if z[f].dtype == np.float16 else z[f]
+    return arrays, claims_frame(claims)
+
+
+def records_with_sets(cfg: dict, d: str, m: str, s: int) -> pd.DataFrame:
+    r = load_parquet(records_path(d, m, s))
+    return r.assign(set=consistency_sets(r))
+
+
+def records_of(cfg: dict, name: str) -> dict[tuple[str, str, int], pd.DataFrame]:
+    return {(d, m, s): records_with_sets(cfg, d, m, s) for d, ms in models(cfg, name) for m in ms for s in seeds(cfg, d, m)}
+
+
+def adversarial_confidence(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 3: the ALP model's adversarial true-class confidence (train_conf) of each Consistent and
+    Inconsistent test sample (data: dataset, method, seed, sample, set, train_conf); claims: mean per set
+    ('adv_conf_consistent', 'adv_conf_inconsistent'; a seed with an empty set gives no value)."""
+    frames, claims = [], []
+    for (d, m, s), r in records_of(cfg, "fig03").items():
+        r = r[r.set.isin(SETS)]
+        frames.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "sample": r["sample"], "set": r.set,
+                                    "train_conf": r.train_conf}))
+        for st in SETS:
+            v = r.train_conf[r.set == st]
+            if len(v):
+                claims.append({"dataset": d, "method": m, "claim": f"adv_conf_{st}", "seed": s, "value": float(v.mean())})
+    cols = ["dataset", "method", "seed", "sample", "set", "train_conf"]
+    return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
+
+
+def consistent_share(r: pd.DataFrame) -> tuple[float, float]:
+    """% of the evaluated samples that are Consistent, and % of the clean-correct ones."""
+    n_cons = float((r.set == "consistent").sum())
+    n_ok = float(r.set.isin(SETS).sum())
+    return 100.0 * n_cons / max(len(r), 1), (100.0 * n_cons / n_ok if n_ok else float("nan"))
+
+
+def confidence_scatter(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 11: clean vs adversarial true-class confidence of every evaluated sample of ALP and AALP
+    (data: dataset, method, seed, sample, set, clean_conf, train_conf); claims: 'consistent_pct' (% of
+    evaluated samples that are Consistent, Table 4) and 'consistent_pct_of_clean_correct'."""
+    frames, claims = [], []
+    for (d, m, s), r in records_of(cfg, "fig11").items():
+        frames.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "sample": r["sample"], "set": r.set,
+                                    "clean_conf": r.clean_conf, "train_conf": r.train_conf}))
+        pct, pct_ok = consistent_share(r)
+        claims += [{"dataset": d, "method": m, "claim": "consistent_pct", "seed": s, "value": pct},
+                   {"dataset": d, "method": m, "claim": "consistent_pct_of_clean_correct", "seed": s, "value": pct_ok}]
+    cols = ["dataset", "method", "seed", "sample", "set", "clean_conf", "train_conf"]
+    return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
+
+
+def second_half(epochs) -> list[int]:
+    """The epochs of the 'second half of training' the Fig. 4 slope is fitted on: the later half of the
+    sorted epochs (epochs[len // 2:]), or the last two epochs when that leaves fewer than two."""
+    e = sorted(set(int(x) for x in epochs))
+    half = e[len(e) // 2:]
+    return half if len(half) >= 2 else e[-2:]
+
+
+def probe_alp_by_set(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 4: per epoch, the mean probe ALP loss of the ALP model's probe samples of each set, the sets
+    fixed by the final epoch (Consistent: clean and adversarial correct then; Inconsistent: clean correct,
+    adversarial wrong). data: dataset, method, seed, set, epoch, alp, n, fit (least-squares line over
+    second_half(); NaN elsewhere). Claims: 'alp_slope_<set>' (per epoch; none for an empty set or one epoch)."""
+    frames, claims = [], []
+    for d, _ in models(cfg, "fig04"):
+        for s in seeds(cfg, d, "alp"):
+            p = load_parquet(run_dir(d, "alp", s) / "probe.parquet")
+            last = p[p.epoch == p.epoch.max()].set_index("sample")
+            clean_ok, adv_ok = last.clean_correct.astype(bool), last.adv_correct.astype(bool)
+            members = {"consistent": last.index[clean_ok & adv_ok], "inconsistent": last.index[clean_ok & ~adv_ok]}
+            fit_epochs = second_half(p.epoch.unique())
+            for st, idx in members.items():
+                q = p[p["sample"].isin(idx)].groupby("epoch")["alp"].agg(alp="mean", n="count").reset_index()
+                q["fit"] = np.nan
+                if len(idx) and len(fit_epochs) >= 2:
+                    sel = q.epoch.isin(fit_epochs)
+                    slope, icpt = np.polyfit(q.epoch[sel].to_numpy(float), q.alp[sel].to_numpy(float), 1)
+                    q.loc[sel, "fit"] = icpt + slope * q.epoch[sel]
+                    claims.append({"dataset": d, "method": "alp", "claim": f"alp_slope_{st}", "seed": s,
+                                   "value": float(slope)})
+                frames.append(q.assign(dataset=d, method="alp", seed=s, set=st))
+    cols = ["dataset", "method", "seed", "set", "epoch", "alp", "n", "fit"]
+    return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
+
+
+HISTORY = ["probe_alp", "probe_clean_acc", "probe_adv_acc"]
+
+
+def training_curves(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 12: history.csv's probe ALP loss, clean and adversarial accuracy per epoch of ALP and AALP
+    (data: dataset, method, seed, epoch + HISTORY); claims: the final epoch's values ('final_<column>')."""
+    frames, claims = [], []
+    for d, ms in models(cfg, "fig12"):
+        for m in ms:
+            for s in seeds(cfg, d, m):
+                h = load_csv(run_dir(d, m, s) / "history.csv")
+                frames.append(h[["epoch", *HISTORY]].assign(dataset=d, method=m, seed=s))
+                last = h.loc[h.epoch.idxmax()]
+                claims += [{"dataset": d, "method": m, "claim": f"final_{k}", "seed": s, "value": float(last[k])}
+                           for k in HISTORY]
+    cols = ["dataset", "method", "seed", "epoch", *HISTORY]
+    return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
+
+
+def sweep_accuracy(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 6: accuracy (metrics.json) of every sweep run against the swept value, for attack_columns().
+    data: dataset, method (the swept base method), param, value, run, seed, metric, accuracy.
+    Claims: per run (method = the run name, e.g. aalp_lambda0p25), claim = the metric."""
+    rows, claims = [], []
+    metrics = attack_columns(cfg)
+    for d, base, p, run, v in sweep_runs(cfg):
+        for s in seeds(cfg, d, run):
+            acc = load_json(metrics_path(d, run, s))["accuracy"]
+            for k in metrics:
+                rows.append({"dataset": d, "method": base, "param": p, "value": v, "run": run, "seed": s, "metric": k,
+                             "accuracy": acc[k]})
+                claims.append({"dataset": d, "method": run, "claim": k, "seed": s, "value": acc[k]})
+    return frame(rows, ["dataset", "method", "param", "value", "run", "seed", "metric", "accuracy"]), claims_frame(claims)
+
+
+def checkpoint_series(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Figs. 9-10: checkpoints.csv of every checkpoint run and seed (data: dataset, method, seed, step, n50,
+    n90, gini, cam_area_adv, cam_on_object_adv); claims of Fig. 9 ('step<N>/n50', 'step<N>/gini') and of
+    Fig. 10 ('step<N>/cam_area_adv', 'step<N>/cam_on_object_adv' where defined)."""
+    frames, c9, c10 = [], [], []
+    for d, m in checkpoint_runs(cfg):
+        for s in seeds(cfg, d, m):
+            ck = load_csv(analysis_path(d, m, s, "checkpoints.csv"))
+            frames.append(ck.assign(dataset=d, method=m, seed=s))
+            for _, row in ck.iterrows():
+                for name, out in (("fig09", c9), ("fig10", c10)):
+                    for k in CKPT_CLAIMS[name]:
+                        if pd.notna(row[k]):
+                            out.append({"dataset": d, "method": m, "claim": f"step{int(row.step)}/{k}", "seed": s,
+                                        "value": float(row[k])})
+    cols = ["dataset", "method", "seed", "step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv"]
+    data = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return data, claims_frame(c9), claims_frame(c10)
+
+
+def checkpoint_cams(cfg: dict) -> dict[str, np.ndarray]:
+    """Fig. 10: first seed's per-checkpoint adversarial Grad-CAM maps ('<d>/<m>/steps', 'cam_adv' S x K x H x W,
+    'x_adv' S x K x C x H x W) and the clean inputs and labels of the same samples ('x', 'label', from cam.npz)."""
+    arrays = {}
+    for d, m in checkpoint_runs(cfg):
+        s = seeds(cfg, d, m)[0]
+        z = load_npz(analysis_path(d, m, s, "checkpoint_cams.npz"))
+        cam = load_npz(analysis_path(d, m, s, "cam.npz"))
+        k = z["cam_adv"].shape[1]
+        arrays.update({f"{d}/{m}/steps": z["steps"], f"{d}/{m}/cam_adv": z["cam_adv"].astype(np.float32),
+                       f"{d}/{m}/x_adv": z["x_adv"].astype(np.float32), f"{d}/{m}/x": cam["x"][:k].astype(np.float32),
+                       f"{d}/{m}/label": cam["label"][:k]})
+    return arrays

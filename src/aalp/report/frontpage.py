@@ -1,0 +1,162 @@
+"""reports/index.html, the page a reader opens first: the verdict on each claim, Table 2 beside the paper's,
+a tile per figure and table, and where every number came from; with it the method page and claims.json.
+This is what the pipeline's `report` stage runs (`python -m aalp report --index`).
+
+Self-contained: relative links only, images are the files under figures/, no scripts, no fonts, nothing
+fetched from the network; the method page is rendered next to it (method.html) so that the [choice] links
+work when the folder is zipped and opened elsewhere. The HTML is templates/index.html.j2; this module
+only gathers what it shows.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .. import config as C
+from ..artifacts import atomic_path, read_json
+from ..layout import CLAIMS, REPORT_ITEMS, TITLES, fingerprint, index_outputs, run_dir
+from . import stats as S
+from .claims import claims_dict, per_seed
+from .inputs import REPORT_NOTEBOOKS, needs as item_needs
+from .methodpage import choices, method_page
+from .pages import render_template
+from .verdicts import interval_text, missing_claims, verdicts
+
+RESOURCES = ["src/aalp/report/templates/index.html.j2"]
+PACKAGES = ["torch", "torchvision", "torchattacks", "captum", "numpy", "pandas", "scipy", "matplotlib", "papermill",
+            "snakemake", "dvc"]
+FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd": "AutoAttack accuracy above PGD",
+             "cw_steps_increase": "CW accuracy rises with more steps", "pgd_steps_increase": "PGD accuracy rises with more steps"}
+DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this many points
+FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
+              "docs/method.md states the same method as equations.")
+VERDICT_CLASS = {S.HOLDS: "holds", S.FAILS: "fails", S.INCONCLUSIVE: "inconclusive"}
+
+
+def _num(x, fmt="{:.2f}") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+# ----------------------------------------------------------------------------- what each section shows
+def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> dict:
+    """The verdict table grouped by (claim, dataset), the claims without runs, and a one-line summary."""
+    groups = []
+    for (_, d), g in table.groupby(["claim_id", "dataset"], sort=False):
+        v = g.verdict.iloc[0]
+        first = g.iloc[0]
+        groups.append({"claim": first.claim, "item": first["item"], "dataset": d, "verdict": v,
+                       "cls": VERDICT_CLASS[v],
+                       "parts": [{"part": r.part, "want": "> 0" if r.direction > 0 else "< 0",
+                                  "paper": _num(r.paper, "{:+.3g}"), "cls": VERDICT_CLASS[r.part_verdict],
+                                  "interval": interval_text(r._asdict())} for r in g.itertuples(index=False)]})
+    missing = [{"text": c.text, "item": c.item, "needs": needs.get(c.item) or "needs runs"}
+               for c in missing_claims(cfg, table)]
+    counts = table.drop_duplicates(["claim_id", "dataset"]).verdict.value_counts() if len(table) else pd.Series(dtype=int)
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE)) + " (claim × dataset)"
+    if len(table) and (table.n_seeds <= 1).all():
+        summary += ". Every number here comes from one seed, so there is no interval and no verdict can be reached: " \
+                   "run more seeds (seeds, or run_seeds for single runs)"
+    return {"summary": summary + ".", "groups": groups, "missing": missing}
+
+
+def table2_section(cfg: dict, out_dir: Path) -> dict:
+    """Table 2 cells (mean ± 95% half-width over seeds, the paper's number and the difference) and the
+    gradient-masking checks that fired."""
+    t = pd.read_csv(out_dir / "tables" / "table2.csv")
+    checks = pd.read_csv(out_dir / "tables" / "table2_checks.csv")
+    metrics = [m for m in ["clean", *cfg["evaluation"]["attacks"]] if m in set(t.metric)]
+    rows = []
+    for (d, m), g in t.groupby(["dataset", "method"], sort=False):
+        cells = []
+        for metric in metrics:
+            r = g[g.metric == metric]
+            if r.empty:
+                cells.append(None)
+                continue
+            r = r.iloc[0]
+            iv = S.t_interval(list(per_seed(r).values()))
+            cell = {"ours": f"{iv.mean:.2f} ± {iv.half:.2f} (n={iv.n})" if iv.n > 1 else f"{iv.mean:.2f} (n=1)",
+                    "paper": None}
+            paper = r["paper"]
+            if isinstance(paper, float) and not math.isnan(paper):
+                delta = iv.mean - paper
+                cell.update(paper=f"{paper:.2f}", delta=f"{delta:+.2f}", far=abs(delta) > DIFF_POINTS)
+            cells.append(cell)
+        rows.append({"dataset": d, "method": m, "cells": cells})
+    fired = checks[checks.fired.astype(bool)] if len(checks) else checks
+    return {"metrics": metrics, "rows": rows, "diff_points": f"{DIFF_POINTS:g}", "n_checks": len(checks),
+            "fired": [f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}"
+                      for r in fired.itertuples()]}
+
+
+def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
+    """One tile per figure and table: its title, thumbnail and the numbers that decide its claim."""
+    out = []
+    for item in REPORT_ITEMS:
+        rows = table[table["item"] == item] if len(table) else table
+        decisive = "; ".join(f"{r.dataset}: {r.part} = {interval_text(r._asdict())}" for r in rows.itertuples(index=False))
+        out.append({"item": item, "title": TITLES[item], "figure": item.startswith("fig"),
+                    "note": needs.get(item) or decisive})
+    return out
+
+
+def runs(cfg: dict) -> list[dict]:
+    """The provenance of every run: code version, a fingerprint of its training params, device, wall times."""
+    out = []
+    for d, m, s in C.runs(cfg):
+        rd = run_dir(d, m, s)
+        run = read_json(rd / "run.json")
+        ev = read_json(rd / "eval" / "eval.json")
+        out.append({"dataset": d, "method": m, "seed": s, "code_version": run["code_version"],
+                    "fingerprint": hashlib.sha256(fingerprint(cfg, "train", d, m).encode()).hexdigest()[:12],
+                    "device": run["device"], "train_seconds": run["train_seconds"],
+                    "attack_seconds": sum(ev["attack_seconds"].values())})
+    return out
+
+
+def versions() -> str:
+    got = []
+    for p in PACKAGES:
+        try:
+            got.append(f"{p} {metadata.version(p)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(got)
+
+
+# ----------------------------------------------------------------------------- the page
+def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame:
+    """Write index.html, method.html and tables/verdicts.csv; return the verdict table."""
+    out_dir = Path(out_dir)
+    table = verdicts(cfg, out_dir)
+    html = render_template(
+        "index.html.j2", title=f"AALP report ({cfg['profile']})", back=False, profile=cfg["profile"],
+        description=cfg.get("description"), seeds=list(cfg["seeds"]),
+        datasets=[{"name": d, "model": e["model"], "n_methods": len(e["methods"])} for d, e in cfg["experiments"].items()],
+        verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir), fig05_note=FIG05_NOTE,
+        tiles=tiles(table, needs), runs=runs(cfg), choices=choices(cfg), packages=versions())
+    with atomic_path(out_dir / "tables" / "verdicts.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "method.html") as tmp:
+        tmp.write_text(method_page())
+    with atomic_path(out_dir / "index.html") as tmp:
+        tmp.write_text(html)
+    return table
+
+
+def report_index(cfg: dict, out_dir: str | Path = "reports") -> None:
+    """The front page (with the verdicts), the method page and claims.json, from the files the item stages
+    wrote (claims/*.csv, tables/table2*.csv) and the runs' provenance (run.json, eval.json)."""
+    out_dir = Path(out_dir)
+    claims = {n: pd.read_csv(out_dir / "claims" / f"{n}.csv") for n in CLAIMS}
+    write_index(cfg, out_dir, {nb: item_needs(cfg, nb) for nb in REPORT_NOTEBOOKS})
+    with atomic_path(out_dir / "claims.json") as tmp:
+        tmp.write_text(json.dumps(claims_dict(claims), indent=1, sort_keys=True) + "\n")
+    missing = [p for p in index_outputs(out_dir) if not Path(p).is_file()]
+    if missing:
+        raise RuntimeError(f"the report did not write {', '.join(missing)}")

@@ -1,0 +1,206 @@
+"""What each report item reads: which (dataset, method, seed) runs a figure or table draws, the run files
+behind it, and what it still needs when the parameter set lacks them.
+
+The loaders here (load_json, load_csv, ...) record every path they read in READS, so a test can compare
+what an item read with what the pipeline declares as its inputs (item_inputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import config as C
+from ..artifacts import read_json
+from ..layout import FIGURES, TABLES, run_dir
+
+REPORT_NOTEBOOKS = FIGURES + TABLES
+
+# Which methods a figure compares: a dataset is drawn when it has every `required` method; `optional`
+# ones are added where the dataset has them.
+# Which methods a figure compares: a dataset is drawn when it has every `required` method; `optional`
+# ones are added where the dataset has them.
+SPECS = {
+    "fig01": (("raw", "adv", "alp"), ()),
+    "fig02": (("raw", "adv", "alp"), ()),
+    "fig03": (("alp",), ()),
+    "fig04": (("alp",), ()),
+    "fig07": (("alp", "aalp"), ("raw", "adv", "alp_gd", "alp_aw")),
+    "fig08": (("adv", "alp", "aalp"), ()),
+    "fig11": (("alp", "aalp"), ()),
+    "fig12": (("alp", "aalp"), ()),
+    "table1": (("alp",), ()),
+    "table4": (("alp", "aalp"), ()),
+}
+
+
+ORDER = ["raw", "raw_gd", "adv", "adv_gd", "alp", "alp_gd", "alp_aw", "trades", "aalp"]
+
+
+GD_PAIRS = [("raw", "raw_gd"), ("adv", "adv_gd"), ("alp", "alp_gd")]
+
+
+SETS = ["consistent", "inconsistent"]
+
+
+CKPT_CLAIMS = {"fig09": ("n50", "gini"), "fig10": ("cam_area_adv", "cam_on_object_adv")}
+
+
+READS: list[str] = []  # the run files the last report() read (tests compare them with report_inputs)
+
+
+def track(path: Path) -> Path:
+    READS.append(Path(path).as_posix())
+    return Path(path)
+
+
+def load_json(path: Path) -> dict:
+    return read_json(track(path))
+
+
+def load_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(track(path))
+
+
+def load_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(track(path))
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(track(path)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def metrics_path(d, m, s):
+    return run_dir(d, m, s) / "eval" / "metrics.json"
+
+
+def records_path(d, m, s):
+    return run_dir(d, m, s) / "eval" / "records.parquet"
+
+
+def analysis_path(d, m, s, name):
+    return run_dir(d, m, s) / "analysis" / name
+
+
+def sorted_methods(methods) -> list[str]:
+    return sorted(methods, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def seeds(cfg: dict, dataset: str | None = None, method: str | None = None) -> list[int]:
+    if dataset is not None:
+        return C.seeds(cfg, dataset, method)
+    return list(cfg["seeds"])  # the main list; a run's own: C.seeds(cfg, dataset, method)
+
+
+def models(cfg: dict, name: str) -> list[tuple[str, list[str]]]:
+    """(dataset, methods in display order) that figure/table `name` draws (SPECS)."""
+    required, optional = SPECS[name]
+    out = []
+    for d, exp in cfg["experiments"].items():
+        have = set(exp["methods"])
+        if set(required) <= have:
+            out.append((d, sorted_methods([*required, *(m for m in optional if m in have)])))
+    return out
+
+
+def gd_pairs(cfg: dict) -> list[tuple[str, str, str]]:
+    """(dataset, base, base_gd) of Table 3, for each pair both of whose methods the dataset runs."""
+    return [(d, a, b) for d, exp in cfg["experiments"].items() for a, b in GD_PAIRS
+            if a in exp["methods"] and b in exp["methods"]]
+
+
+def checkpoint_runs(cfg: dict) -> list[tuple[str, str]]:
+    """(dataset, method) of training.checkpoint_runs (only when snapshots are kept: checkpoint_every > 0)."""
+    if not cfg["training"].get("checkpoint_every"):
+        return []
+    return [tuple(r.split("/")) for r in cfg["training"].get("checkpoint_runs", [])]
+
+
+def sweep_runs(cfg: dict) -> list[tuple[str, str, str, str, float]]:
+    """(dataset, base method, param, run name, value) of every sweep value."""
+    return [(d, base, p, name, v) for (d, name), (base, p, v) in C.variants(cfg).items()]
+
+
+def attack_columns(cfg: dict) -> list[str]:
+    """The accuracies of Fig. 6 and Table 3: clean, PGD-10 and CW-10, or the strongest PGD-k / CW-k evaluated."""
+    atks = cfg["evaluation"]["attacks"]
+    out = ["clean"]
+    for kind in ("pgd", "cw"):
+        ks = {a: int(a[len(kind):]) for a in atks if a.startswith(kind) and a[len(kind):].isdigit()}
+        if ks:
+            out.append(f"{kind}10" if f"{kind}10" in ks else max(ks, key=ks.get))
+    return out
+
+
+def _method_list(d, ms) -> str:
+    return ", ".join(f"{d}/{m}" for m in ms)
+
+
+def needs(cfg: dict, name: str) -> str:
+    """'' when `name` has runs to draw, else one line saying which runs it needs."""
+    datasets = list(cfg["experiments"]) or ["<dataset>"]
+    if name in SPECS:
+        if models(cfg, name):
+            return ""
+        required = SPECS[name][0]
+        best = min(datasets, key=lambda d: sum(m not in cfg["experiments"].get(d, {}).get("methods", []) for m in required))
+        missing = [m for m in required if m not in cfg["experiments"].get(best, {}).get("methods", [])]
+        what = {"fig01": " (with their analysis)", "fig02": " (with their analysis)", "fig07": " (with their analysis)",
+                "fig08": " (with their analysis)"}.get(name, "")
+        return f"needs runs: {_method_list(best, missing)}{what}"
+    if name == "table3":
+        if gd_pairs(cfg):
+            return ""
+        return "needs runs: " + " or ".join(f"{datasets[0]}/{a} and {datasets[0]}/{b}" for a, b in GD_PAIRS)
+    if name == "fig06":
+        if sweep_runs(cfg):
+            return ""
+        d = next((d for d in datasets if "aalp" in cfg["experiments"].get(d, {}).get("methods", [])), datasets[0])
+        return f"needs runs: {d}/aalp sweep over lambda (a `sweeps:` entry in params.yaml)"
+    if name in ("fig09", "fig10"):
+        if checkpoint_runs(cfg):
+            return ""
+        d = next((d for d in datasets if "aalp" in cfg["experiments"].get(d, {}).get("methods", [])), datasets[0])
+        return (f"needs runs: {d}/aalp with checkpoints (training.checkpoint_runs: ['{d}/aalp'] and "
+                f"training.checkpoint_every > 0)")
+    if name == "table2":
+        return ""
+    raise ValueError(name)
+
+
+def item_inputs(cfg: dict, name: str) -> list[Path]:
+    """The run files report() reads for `name`."""
+    ss = lambda d, m: seeds(cfg, d, m)  # noqa: E731
+    first = lambda d, m: seeds(cfg, d, m)[:1]  # noqa: E731
+    if name in ("fig01", "fig07"):
+        return [analysis_path(d, m, s, f) for d, ms in models(cfg, name) for m in ms for s in ss(d, m)
+                for f in ("summary.json", "contributions.csv")]
+    if name in ("fig02", "fig08"):
+        return ([analysis_path(d, m, s, "summary.json") for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
+                + [analysis_path(d, m, s, "cam.npz") for d, ms in models(cfg, name) for m in ms for s in first(d, m)])
+    if name in ("fig03", "fig11", "table1", "table4"):
+        return [records_path(d, m, s) for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
+    if name == "fig04":
+        return [run_dir(d, "alp", s) / "probe.parquet" for d, _ in models(cfg, name) for s in ss(d, "alp")]
+    if name == "fig12":
+        return [run_dir(d, m, s) / "history.csv" for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
+    if name == "fig06":
+        return [metrics_path(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss(d, r)]
+    if name == "fig09":
+        return [analysis_path(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
+    if name == "fig10":
+        return ([analysis_path(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
+                + [analysis_path(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first(d, m)
+                   for f in ("checkpoint_cams.npz", "cam.npz")])
+    if name == "table2":
+        return [metrics_path(d, m, s) for d, m, s in C.runs(cfg)]  # the checks table covers sweep runs too
+    if name == "table3":
+        return [metrics_path(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss(d, m)]
+    raise ValueError(name)
+
+
+def report_inputs(cfg: dict) -> list[str]:
+    """Every run file report(cfg) reads, relative to the parameter-set folder (pipeline dependencies)."""
+    return list(dict.fromkeys(p.as_posix() for name in REPORT_NOTEBOOKS for p in item_inputs(cfg, name)))

@@ -1,0 +1,233 @@
+"""`python -m aalp bench plan`: how long a parameter set's whole DAG takes on this device.
+
+Each distinct kind of job is timed for a short burst at the set's real settings (model, batch size, attack)
+on random tensors of the dataset's shape, so no data needs to be downloaded; each job is then extrapolated
+to its full size and the DAG's jobs are added up:
+
+- train (one per dataset, method and seed): seconds per step x steps (epochs x batches per epoch), plus one
+  probe per epoch (the training attack on `training.probe_size` test samples). Methods that cost the same
+  per step (same objective and attack) are timed once.
+- evaluate (one per run): per attack, seconds per batch x batches, from timed forward and forward-backward
+  passes of the model at the evaluation batch size: an FGSM is one forward-backward, PGD-k and CW-k are k
+  (their projection and loss are negligible beside the network). AutoAttack is an upper bound: every sample
+  survives every component (APGD-CE, APGD-T and FAB-T with 9 targets, Square), which a robust model
+  approaches and a weak one never does.
+- analyze (one per analysed run, plus one pass per kept snapshot of the checkpoint runs): contributions over
+  the analysed samples (timed forward passes) and Grad-CAM of the training attack on `cam_samples`.
+- report (one per figure, table and the front page): CPU work independent of the device, a fixed estimate.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from .. import config as C, pipeline as P
+from ..core import models
+from ..core.attacks import EvalAttack
+from ..core.training import Trainer, speed_options, select_device
+
+REPORT_SECONDS = 10.0  # one notebook or the front page on one core (measured: 2-6 s on the CI set), not timed here
+TRAIN_STEPS, WARMUP = 1, 1  # a training step is long enough to time alone after one warm-up step
+AA_TARGETS = 9  # APGD-T and FAB-T in AutoAttack's standard version
+
+
+def dataset_size(cfg: dict, dataset: str) -> tuple[int, int, tuple[int, ...]]:
+    """(n_train, n_test, shape) from the parameters alone (no data needed)."""
+    from ..core.sources import EXPECTED_COUNTS
+
+    ds = cfg["datasets"][dataset]
+    if ds["source"] == "synthetic":
+        return ds["n_train"], ds["n_test"], tuple(ds["shape"])
+    n_train, n_test = EXPECTED_COUNTS[ds["source"]]
+    return min(n_train, ds.get("n_train", n_train)), n_test, C.SOURCE_SHAPES[ds["source"]]
+
+
+@dataclass
+class Timer:
+    """Seconds of the timed primitives; tests replace it with fixed numbers to check the arithmetic.
+
+    On a GPU every burst runs at the real batch size (small batches are launch-bound there, so time does not
+    scale with the batch). On a CPU, which is compute-bound, bursts run on at most `cpu_batch` samples and
+    are scaled up linearly, so that the plan of the paper set stays within minutes."""
+    device: torch.device
+    cpu_batch: int = 32
+
+    def _scaled(self, bs: int) -> tuple[int, float]:
+        """(batch to time, factor to the real one)."""
+        if self.device.type == "cpu" and bs > self.cpu_batch:
+            return self.cpu_batch, bs / self.cpu_batch
+        return bs, 1.0
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _time(self, fn, repeat: int, warmup: int = 1) -> float:
+        for _ in range(warmup):
+            fn()
+        self._sync()
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        self._sync()
+        return (time.perf_counter() - t) / repeat
+
+    def _model(self, cfg, dataset):
+        exp = cfg["experiments"][dataset]
+        _, _, shape = dataset_size(cfg, dataset)
+        torch.manual_seed(0)
+        model = models.build(exp["model"], shape, [0.5] * shape[0], [0.25] * shape[0]).to(self.device)
+        return model, shape
+
+    def _batch(self, shape, bs):
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand((bs, *shape), generator=g).to(self.device)
+        y = torch.randint(0, 10, (bs,), generator=g).to(self.device)
+        return x, y
+
+    def train_step(self, cfg: dict, dataset: str, method: str) -> float:
+        """Seconds per training step of one method at its batch size."""
+        spec = C.run_spec(cfg, dataset, method, 0)
+        model, shape = self._model(cfg, dataset)
+        tr = Trainer(spec, model, self.device, **speed_options(cfg["training"]))
+        n, factor = self._scaled(spec.batch_size)
+        x, y = self._batch(shape, n)
+        return factor * self._time(lambda: tr.step(x, y), TRAIN_STEPS, WARMUP)
+
+    def passes(self, cfg: dict, dataset: str, bs: int) -> tuple[float, float]:
+        """Seconds of one forward pass and of one forward-backward pass (gradient w.r.t. the input) on bs."""
+        model, shape = self._model(cfg, dataset)
+        model.eval()
+        n, factor = self._scaled(bs)
+        x, y = self._batch(shape, n)
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
+        def forward_backward():
+            xr = x.clone().requires_grad_(True)
+            torch.nn.functional.cross_entropy(model(xr), y).backward()
+
+        return factor * self._time(forward, 2), factor * self._time(forward_backward, 2)
+
+
+def _cost_class(cfg: dict, dataset: str, method: str) -> tuple:
+    """Methods with the same per-step cost: objective, attack and batch size (Guided Dropout and adaptive
+    weights change a mask and a weight, not the number of passes)."""
+    spec = C.run_spec(cfg, dataset, method, 0)
+    return spec.objective, spec.attack.steps if spec.objective != "raw" else 0, spec.batch_size
+
+
+def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
+    """One row per job kind: kind, what, count, seconds_each, hours (count x seconds_each / 3600), device."""
+    timer = timer or Timer(select_device(cfg["training"]["device"]))
+    tcfg, ecfg = cfg["training"], cfg["evaluation"]
+    runs = list(C.runs(cfg))
+    rows = []
+
+    pass_cache: dict = {}
+
+    def passes(d, bs):
+        if (d, bs) not in pass_cache:
+            pass_cache[(d, bs)] = timer.passes(cfg, d, bs)
+        return pass_cache[(d, bs)]
+
+    # train
+    step_cache: dict = {}
+    per_run: Counter = Counter((d, m) for d, m, _ in runs)
+    for (d, m), count in per_run.items():
+        exp = cfg["experiments"][d]
+        n_train, n_test, _ = dataset_size(cfg, d)
+        key = (d, _cost_class(cfg, d, m))
+        if key not in step_cache:
+            step_cache[key] = timer.train_step(cfg, d, m)
+        spec = C.run_spec(cfg, d, m, 0)
+        steps = exp["epochs"] * math.ceil(n_train / spec.batch_size)
+        probe_n = min(tcfg["probe_size"], n_test)
+        probe_bs = max(spec.batch_size, 256)
+        probe = 0.0
+        if probe_n:  # the training attack on the probe samples, once an epoch
+            att = spec.attack.steps
+            probe = math.ceil(probe_n / probe_bs) * att * passes(d, probe_bs)[1]
+        sec = steps * step_cache[key] + exp["epochs"] * probe
+        rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec})
+
+    # evaluate: per dataset (the attacks do not depend on the method, except the training attack)
+    aa_cache: dict = {}
+    for d in cfg["experiments"]:
+        d_runs = [(m, s) for dd, m, s in runs if dd == d]
+        if not d_runs:
+            continue
+        _, n_test, _ = dataset_size(cfg, d)
+        n = n_test if ecfg["n_samples"] is None else min(ecfg["n_samples"], n_test)
+        n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
+        bs = ecfg["batch_size"]
+        batches, aa_batches = math.ceil(n / bs), math.ceil(n_aa / bs)
+        f, fb = passes(d, bs)
+        per_batch = 0.0
+        for name in ecfg["attacks"] + ["train"]:
+            if name == "train":
+                kind, k = "pgd", cfg["experiments"][d]["attack"]["steps"]
+            else:
+                a = EvalAttack.parse(name)
+                kind, k = a.kind, a.steps
+            if kind == "autoattack":
+                s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
+                aa_cache[d] = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
+            else:
+                per_batch += max(k, 1) * fb  # fgsm: one forward-backward
+        sec = batches * per_batch + (aa_batches * aa_cache[d] if d in aa_cache else 0.0)
+        rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', AutoAttack as an upper bound' if d in aa_cache else ''})",
+                     "count": len(d_runs), "seconds_each": sec})
+
+    # analyze
+    a = cfg.get("analysis", {})
+    analysed = set(P.analyzed(cfg))
+    ck_runs = set(tcfg.get("checkpoint_runs") or [])
+    for d in cfg["experiments"]:
+        d_runs = [(m, s) for dd, m, s in analysed if dd == d]
+        if not d_runs:
+            continue
+        _, n_test, _ = dataset_size(cfg, d)
+        samples = a.get("samples") if a.get("samples") is not None else ecfg["n_samples"]
+        n = n_test if samples is None else min(samples, n_test)
+        abs_ = a.get("batch_size", 256)
+        f, fb = passes(d, abs_)
+        k = cfg["experiments"][d]["attack"]["steps"]
+        one = math.ceil(n / abs_) * f + k * fb + 2 * fb  # contributions; the attack and Grad-CAM on cam_samples (one batch)
+        snapshots = 0
+        for m, s in d_runs:
+            if f"{d}/{m}" in ck_runs and tcfg["checkpoint_every"]:
+                spec = C.run_spec(cfg, d, m, s)
+                n_train, _, _ = dataset_size(cfg, d)
+                snapshots += (cfg["experiments"][d]["epochs"] * math.ceil(n_train / spec.batch_size)) // tcfg["checkpoint_every"]
+        rows.append({"kind": "analyze", "what": d, "count": len(d_runs),
+                     "seconds_each": one * (1 + snapshots / len(d_runs))})
+
+    n_items = len(P.notebooks()) + 1
+    rows.append({"kind": "report", "what": "notebooks and front page (CPU, estimated)", "count": n_items,
+                 "seconds_each": REPORT_SECONDS, "cpu_only": True})
+    for r in rows:
+        r["hours"] = r["count"] * r["seconds_each"] / 3600
+        r.setdefault("cpu_only", False)
+    return rows
+
+
+def total_hours(rows: list[dict], device_only: bool = True) -> float:
+    return sum(r["hours"] for r in rows if not (device_only and r["cpu_only"]))
+
+
+def format_plan(rows: list[dict], device: str) -> str:
+    w = max(len(r["what"]) for r in rows)
+    lines = [f"{'job':<9} {'what':<{w}} {'count':>6} {'s/job':>10} {'hours':>9}"]
+    for r in rows:
+        lines.append(f"{r['kind']:<9} {r['what']:<{w}} {r['count']:>6} {r['seconds_each']:>10.1f} {r['hours']:>9.2f}")
+    dev, cpu = total_hours(rows), sum(r["hours"] for r in rows if r["cpu_only"])
+    lines.append(f"total: {dev:.1f} {device} hours for the device jobs (train, evaluate, analyze), one job at a time; "
+                 f"+ {cpu:.2f} CPU hours of reports")
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""`python -m aalp bench speed`: the measurements behind the speed options, for the paper's three shapes.
+
+For each shape (LeNet 1x28x28 batch 50 PGD-40, ResNet9 3x32x32 batch 128 PGD-10, ResNet32 3x32x32 batch
+128 PGD-7) on the current device:
+
+- training images/s of the RAW and ADV steps with each speed option alone and all together (plain first),
+  and the cost ratio ADV/RAW;
+- our PGD against torchattacks' PGD on the same model and batch;
+- the concurrency curve: aggregate training images/s of 1, 2, 4, ... ADV jobs run side by side as separate
+  processes (what Snakemake does with `--resources gpu=N`).
+
+Random tensors of the right shape are enough (speed does not depend on the data). Results are rows of
+plain dicts, printed as tables and written as JSON (`--out`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from ..core import models
+from ..core.attacks import pgd
+from .benchmark import _sync
+from ..config import RunSpec
+from ..core.training import Trainer
+
+SHAPES = {
+    "lenet": {"model": "lenet", "shape": (1, 28, 28), "batch": 50, "eps": 0.3, "step": 0.01, "steps": 40},
+    "resnet9": {"model": "resnet9", "shape": (3, 32, 32), "batch": 128, "eps": 12 / 255, "step": 3 / 255, "steps": 10},
+    "resnet32": {"model": "resnet32", "shape": (3, 32, 32), "batch": 128, "eps": 8 / 255, "step": 2 / 255, "steps": 7},
+}
+
+
+def options(device: torch.device) -> dict[str, dict]:
+    """The speed options, alone and together (CUDA graphs only exist on CUDA; bf16 autocast pays there)."""
+    compile_mode = "reduce-overhead" if device.type == "cuda" else "default"
+    opts = {"plain": {}, "amp": {"amp": True}, "channels_last": {"channels_last": True},
+            "fused_adam": {"fused_adam": True}, "compile": {"compile": compile_mode}}
+    opts["all"] = {k: v for o in list(opts.values())[1:] for k, v in o.items()}
+    return opts
+
+
+def _spec(shape: dict, objective: str) -> RunSpec:
+    """A run of this shape with the method's schema defaults (`raw` or `adv`)."""
+    import copy
+
+    from .. import config as C
+
+    p = copy.deepcopy(_BASE)
+    p["datasets"] = {"bench": {"source": "synthetic", "shape": list(shape["shape"]), "n_train": max(10, shape["batch"]),
+                               "n_test": max(10, shape["batch"]), "seed": 0}}
+    p["experiments"] = {"bench": {"model": shape["model"], "epochs": 1, "batch_size": shape["batch"], "lr": 1e-4,
+                                  "augment": "none", "methods": ["raw", "adv"],
+                                  "attack": {"eps": shape["eps"], "step": shape["step"], "steps": shape["steps"],
+                                             "random_start": True}}}
+    return C.run_spec(C.validate(p), "bench", objective, 0)
+
+
+_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
+         "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
+         "methods": {"raw": {"objective": "raw"}, "adv": {"objective": "adv"}},
+         "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
+         "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
+         "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
+
+
+def _batch(shape: dict, device, n: int | None = None):
+    g = torch.Generator().manual_seed(0)
+    n = n or shape["batch"]
+    return torch.rand((n, *shape["shape"]), generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
+
+
+def step_rate(shape: dict, objective: str, opts: dict, device, steps: int, warmup: int) -> float:
+    """Training images/s of one objective's step with the given speed options."""
+    torch.manual_seed(0)
+    c = shape["shape"][0]
+    model = models.build(shape["model"], shape["shape"], [0.5] * c, [0.25] * c)
+    tr = Trainer(_spec(shape, objective), model, device, **{"amp": False, "channels_last": False, **opts})
+    x, y = _batch(shape, device)
+    for _ in range(warmup):
+        tr.step(x, y)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        tr.step(x, y)
+    _sync(device)
+    return steps * len(x) / (time.perf_counter() - t)
+
+
+def step_table(device, shapes: list[str], steps: int, warmup: int) -> list[dict]:
+    rows = []
+    for name in shapes:
+        s = SHAPES[name]
+        for label, o in options(device).items():
+            raw = step_rate(s, "raw", o, device, steps, warmup)
+            adv = step_rate(s, "adv", o, device, steps, warmup)
+            rows.append({"shape": name, "batch": s["batch"], "attack_steps": s["steps"], "options": label,
+                         "raw_images_per_s": round(raw, 1), "adv_images_per_s": round(adv, 1),
+                         "adv_cost_vs_raw": round(raw / adv, 2)})
+        plain = {r["options"]: r for r in rows if r["shape"] == name}["plain"]
+        for r in rows:
+            if r["shape"] == name:
+                r["adv_speedup_vs_plain"] = round(r["adv_images_per_s"] / plain["adv_images_per_s"], 2)
+    return rows
+
+
+def attack_table(device, shapes: list[str], repeats: int) -> list[dict]:
+    """Our PGD-k against torchattacks.PGD, same model (eval mode), batch, eps, step and steps."""
+    import torchattacks
+
+    rows = []
+    for name in shapes:
+        s = SHAPES[name]
+        torch.manual_seed(0)
+        c = s["shape"][0]
+        model = models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c).to(device).eval()
+        x, y = _batch(s, device)
+        ta = torchattacks.PGD(model, eps=s["eps"], alpha=s["step"], steps=s["steps"], random_start=True)
+
+        def timed(fn):
+            fn()
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            _sync(device)
+            return (time.perf_counter() - t) / repeats
+
+        ours = timed(lambda: pgd(model, x, y, eps=s["eps"], step=s["step"], steps=s["steps"],
+                                 generator=torch.Generator(device=device).manual_seed(0)))
+        theirs = timed(lambda: ta(x, y))
+        rows.append({"shape": name, "batch": s["batch"], "steps": s["steps"],
+                     "ours_images_per_s": round(len(x) / ours, 1), "torchattacks_images_per_s": round(len(x) / theirs, 1),
+                     "speedup": round(theirs / ours, 2)})
+    return rows
+
+
+def concurrency_table(device, shapes: list[str], jobs: list[int], seconds: float) -> list[dict]:
+    """Aggregate ADV training images/s of n processes side by side on the device (each its own CUDA context)."""
+    rows = []
+    for name in shapes:
+        for n in jobs:
+            spec = json.dumps(SHAPES[name])
+            cmd = [sys.executable, "-c", f"from aalp.tools.speed import _worker; _worker({spec!r}, {str(device)!r}, {seconds})"]
+            env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+            outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+            if any(p.returncode for p in procs):
+                raise RuntimeError(f"a concurrency worker failed ({name}, {n} jobs)")
+            total = sum(o["images_per_s"] for o in outs)
+            rows.append({"shape": name, "jobs": n, "aggregate_images_per_s": round(total, 1),
+                         "per_job_images_per_s": round(total / n, 1)})
+        one = next(r for r in rows if r["shape"] == name and r["jobs"] == jobs[0])
+        for r in rows:
+            if r["shape"] == name:
+                r["scaling_vs_first"] = round(r["aggregate_images_per_s"] / one["aggregate_images_per_s"], 2)
+    return rows
+
+
+def _worker(shape: str, device: str, seconds: float) -> None:
+    """One concurrency job: ADV steps for `seconds` after warm-up; prints its images/s as JSON."""
+    dev = torch.device(device)
+    s = json.loads(shape)
+    s["shape"] = tuple(s["shape"])
+    torch.manual_seed(0)
+    c = s["shape"][0]
+    tr = Trainer(_spec(s, "adv"), models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c), dev)
+    x, y = _batch(s, dev)
+    tr.step(x, y)
+    _sync(dev)
+    t, n = time.perf_counter(), 0
+    while time.perf_counter() - t < seconds:
+        tr.step(x, y)
+        n += len(x)
+    _sync(dev)
+    print(json.dumps({"images_per_s": n / (time.perf_counter() - t)}), flush=True)
+
+

@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from aalp.core import attacks, models
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return models.build("lenet_small", (1, 28, 28), [0.5], [0.25])
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw", "kl"])
+def test_pgd_stays_in_ball_and_image_range(model, loss):
+    x = torch.rand(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+    g = torch.Generator().manual_seed(0)
+    xa = attacks.pgd(model, x, y, eps=0.1, step=0.03, steps=5, loss=loss, generator=g)
+    assert (xa - x).abs().max() <= 0.1 + 1e-6
+    assert xa.min() >= 0 and xa.max() <= 1
+    assert not xa.requires_grad
+
+
+def test_attack_leaves_weights_without_gradients_and_restores_mode(model):
+    model.train()
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    attacks.pgd(model, x, y, eps=0.1, step=0.03, steps=3)
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+
+
+def test_pgd_increases_the_loss(model):
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    model.eval()
+    clean = torch.nn.functional.cross_entropy(model(x), y)
+    xa = attacks.pgd(model, x, y, eps=0.1, step=0.02, steps=10, generator=torch.Generator().manual_seed(1))
+    assert torch.nn.functional.cross_entropy(model(xa), y) > clean
+
+
+def test_fgsm_is_one_full_step(model):
+    x, y = torch.rand(4, 1, 28, 28) * 0.5 + 0.25, torch.randint(0, 10, (4,))
+    xa = attacks.fgsm(model, x, y, eps=0.1)
+    moved = (xa - x).abs()
+    assert moved.max() <= 0.1 + 1e-6
+    assert ((moved - 0.1).abs() < 1e-6).float().mean() > 0.9  # every pixel with a gradient moves by eps
+
+
+def test_seeded_attacks_are_reproducible(model):
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    a = attacks.pgd(model, x, y, eps=0.1, step=0.03, steps=2, generator=torch.Generator().manual_seed(3))
+    b = attacks.pgd(model, x, y, eps=0.1, step=0.03, steps=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name, kind, steps", [("fgsm", "fgsm", 1), ("pgd20", "pgd", 20), ("cw100", "cw", 100),
+                                               ("autoattack", "autoattack", 0)])
+def test_eval_attack_names(name, kind, steps):
+    a = attacks.EvalAttack.parse(name)
+    assert (a.kind, a.steps) == (kind, steps)
+
+
+@pytest.mark.parametrize("bad", ["pgd", "cw", "fgsm3", "bim10"])
+def test_bad_eval_attack_names(bad):
+    with pytest.raises(ValueError):
+        attacks.EvalAttack.parse(bad)
+
+
+def test_amp_runs_on_cpu(model):
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    xa = attacks.pgd(model, x, y, eps=0.1, step=0.03, steps=2, amp=True)
+    assert xa.dtype == torch.float32 and (xa - x).abs().max() <= 0.1 + 1e-6
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small model trained for a few steps on synthetic data, so that attacks leave mid-range accuracy."""
+    from aalp.core import data
+
+    tx, ty, vx, vy = data.make_synthetic((1, 28, 28), 2000, 1000, seed=5)
+    torch.manual_seed(0)
+    m = models.build("lenet_small", (1, 28, 28), [0.4], [0.3])
+    opt = torch.optim.Adam(m.parameters(), 2e-3)
+    x, y = torch.from_numpy(tx).float() / 255, torch.from_numpy(ty)
+    for epoch in range(3):
+        for i in range(0, 2000, 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    return m.eval(), torch.from_numpy(vx).float() / 255, torch.from_numpy(vy)
+
+
+def test_our_pgd_agrees_with_torchattacks(trained):
+    import torchattacks
+
+    model, x, y = trained
+    kw = dict(eps=0.03, step=0.01, steps=10)
+    torch.manual_seed(0)
+    theirs = torchattacks.PGD(model, eps=kw["eps"], alpha=kw["step"], steps=kw["steps"], random_start=True)(x, y)
+    ours = attacks.pgd(model, x, y, **kw, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        clean = 100 * (model(x).argmax(1) == y).float().mean().item()
+        a_ours = 100 * (model(ours).argmax(1) == y).float().mean().item()
+        a_theirs = 100 * (model(theirs).argmax(1) == y).float().mean().item()
+    assert 15 < a_ours < clean - 10  # the attack bites but does not saturate, so the comparison means something
+    assert abs(a_ours - a_theirs) <= 1.0, (a_ours, a_theirs)
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd(trained):
+    model, x, y = trained
+    x, y = x[:100], y[:100]
+    adv = attacks.autoattack(model, x, y, eps=0.03, steps=20, queries=200)
+    pgd_adv = attacks.pgd(model, x, y, eps=0.03, step=0.01, steps=20, generator=torch.Generator().manual_seed(0))
+    assert (adv - x).abs().max() <= 0.03 + 1e-6
+    with torch.no_grad():
+        acc_aa = (model(adv).argmax(1) == y).float().mean().item()
+        acc_pgd = (model(pgd_adv).argmax(1) == y).float().mean().item()
+    assert acc_aa <= acc_pgd + 0.02
