@@ -23,7 +23,7 @@ def _snakemake_jobs(repo) -> set[str]:
     """The dvc.yaml stage names of the jobs `snakemake -n` would run."""
     out = run(f"snakemake -n -p --cores 2 --directory {CI_SET}", repo).stdout
     names = set()
-    for cmd in re.findall(r"^\s*python -m aalp (.+)$", out, re.M):
+    for cmd in re.findall(r"python -m aalp (.+)$", out, re.M):  # "Shell command: python -m aalp ..."
         a = dict(re.findall(r"--(\w+) (\S+)", cmd))
         kind = cmd.split()[0]
         if kind == "report":

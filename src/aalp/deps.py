@@ -120,7 +120,11 @@ def notebook_imports(notebook: Path) -> set[str]:
 
 def resources(module: str) -> list[str]:
     """The repository-relative paths or globs in module `module`'s top-level RESOURCES list."""
-    f = module_file(module)
+    return list(_resources(module_file(module)))
+
+
+@lru_cache(maxsize=None)
+def _resources(f: Path) -> tuple[str, ...]:
     tree = ast.parse(f.read_text())
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
@@ -128,8 +132,8 @@ def resources(module: str) -> list[str]:
             value = ast.literal_eval(node.value)
             if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
                 raise ValueError(f"{f}: RESOURCES must be a literal list of repository-relative paths")
-            return list(value)
-    return []
+            return tuple(value)
+    return ()
 
 
 def _expand(pattern: str) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -97,8 +98,14 @@ def repo_rel(workdir: Path | str = ".") -> str:
 
 def stage_files(stage: str, item: str | None = None) -> list[Path]:
     """Absolute paths of every source and resource file whose change must rerun `stage` (aalp.deps)."""
+    return list(_stage_files(stage, item if stage == "report" else None))
+
+
+@lru_cache(maxsize=None)
+def _stage_files(stage: str, item: str | None) -> tuple[Path, ...]:
+    # read once per process: Snakemake and `python -m aalp dvc` ask for every stage of the matrix
     notebook = deps.REPO_ROOT / "notebooks" / f"{item}.ipynb" if stage == "report" else None
-    return deps.files([ENTRY[stage]], notebook)
+    return tuple(deps.files([ENTRY[stage]], notebook))
 
 
 def code_hash(stage: str, item: str | None = None) -> str:
