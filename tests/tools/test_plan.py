@@ -30,11 +30,11 @@ def test_plan_arithmetic_worked_by_hand(ci_params):
     raw = rows[("train", "synthetic/raw")]
     assert raw["seconds_each"] == pytest.approx(252 * 0.01 + 4 * 3 * 0.0003)
     assert raw["count"] == 1 and rows[("train", "synthetic/alp")]["count"] == 2  # run_seeds: alp on seeds 0, 1
-    # evaluate: 150 samples in 6 batches of 25, each attack step a forward-backward: fgsm 1 + pgd5 5 + pgd10 10
-    # + cw10 10 + the training attack 3 = 29 * 0.0003 a batch; AutoAttack on 25 samples (1 batch), 5 steps,
-    # 100 queries: APGD-CE 5*fb + APGD-T and FAB-T 2*9*5*fb + Square 100*f = 0.0015 + 0.027 + 0.01
+    # evaluate: 150 samples in 6 batches of 25, each attack step a forward-backward: fgsm 1 + pgd5 and pgd10 on
+    # one shared trajectory 10 + cw10 10 + the training attack 3 = 24 * 0.0003 a batch; AutoAttack on 25 samples
+    # (1 batch), 5 steps, 100 queries: APGD-CE 5*fb + APGD-T and FAB-T 2*9*5*fb + Square 100*f = 0.0015 + 0.027 + 0.01
     ev = rows[("evaluate", "synthetic")]
-    assert ev["seconds_each"] == pytest.approx(6 * 29 * 0.0003 + 0.0385)
+    assert ev["seconds_each"] == pytest.approx(6 * 24 * 0.0003 + 0.0385)
     assert ev["count"] == 13  # 9 methods, 2 more seeds, 2 sweep values
     # analyze: contributions over 150 samples (1 forward batch of 256), the 3-step attack and Grad-CAM (2 fb);
     # synthetic/aalp keeps 252 // 40 = 6 snapshots on each of its 2 seeds, shared over the 11 analysed runs
