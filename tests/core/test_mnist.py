@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aalp.core import sources
-from conftest import run
+from conftest import REPO, run
 
 MNIST = Path(os.environ.get("AALP_MNIST_DIR") or Path.home() / ".cache/aalp-mnist/package/data")
 pytestmark = pytest.mark.skipif(not (MNIST / "t10k-labels-idx1-ubyte").is_file(),
@@ -25,7 +25,7 @@ experiments:
   mnist: {{model: lenet_small, epochs: 1, batch_size: 50, lr: 1.0e-3, augment: none, methods: [raw],
           attack: {{eps: 0.3, step: 0.01, steps: 1, random_start: true}}}}
 methods: {{raw: {{objective: raw}}}}
-training: {{device: cpu, checkpoint_every: 0, probe_size: 10}}
+training: {{device: cpu, amp: false, channels_last: false, checkpoint_every: 0, probe_size: 10}}
 evaluation: {{attacks: [fgsm], batch_size: 1000, n_samples: null}}
 analysis: {{samples: 10, cam_samples: 2, batch_size: 10}}
 """
@@ -54,7 +54,7 @@ def test_lenet_small_raw_learns_mnist_in_one_epoch(tmp_path):
     """Through the pipeline's own commands: at least 97% clean accuracy on all 10,000 test images (a model
     that learns nothing scores about 10%)."""
     (tmp_path / "params.yaml").write_text(PARAMS.format(mirror=MNIST))
-    env = {"OMP_NUM_THREADS": "1"}
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}  # this checkout's code
     for cmd in ("prepare --dataset mnist", "train --dataset mnist --method raw --seed 0",
                 "evaluate --dataset mnist --method raw --seed 0"):
         run(f"python -m aalp {cmd}", tmp_path, env=env)
