@@ -78,7 +78,7 @@ def ci_snakemake_run(tmp_path_factory, worker_id):
             shutil.rmtree(root, ignore_errors=True)
             copy_repo(repo)
             t0 = time.time()
-            run(f"snakemake --cores 2 --resources gpu=1 --directory {CI_SET}", repo)
+            run(f"snakemake --cores 2 --resources gpu=1 --directory {CI_SET}", repo, timeout=2400)
             done.write_text(f"{time.time() - t0:.1f}\n")
     return repo, repo / CI_SET, float(done.read_text())
 

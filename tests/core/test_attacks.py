@@ -137,3 +137,55 @@ def test_autoattack_matches_torchattacks_multiattack_and_records_the_component(t
     assert [b == "clean" for b in by] == (~clean_ok).tolist()
     assert [b == "" for b in by] == (clean_ok & adv_ok).tolist()
     assert set(by) <= {"", "clean", *attacks.AUTOATTACK_COMPONENTS} and len(set(by) - {"", "clean"}) >= 1
+
+@pytest.mark.parametrize("loss, amp", [("ce", False), ("cw", False), ("ce", True)])
+def test_one_trajectory_gives_every_pgd_k(trained, loss, amp):
+    """The shared run's iterate after k steps is exactly a separate k-step PGD from the same start."""
+    model, x, y = trained
+    x, y = x[:64], y[:64]
+    kw = dict(eps=0.03, step=0.01, loss=loss, amp=amp)
+    shared = attacks.pgd_prefixes(model, x, y, checkpoints=(5, 2, 3), generator=torch.Generator().manual_seed(7), **kw)
+    assert sorted(shared) == [2, 3, 5]
+    for k in (2, 3, 5):
+        alone = attacks.pgd(model, x, y, steps=k, generator=torch.Generator().manual_seed(7), **kw)
+        assert torch.equal(shared[k], alone), k
+        with torch.no_grad():
+            assert torch.equal(model(shared[k]).argmax(1), model(alone).argmax(1))
+    # the check can fail: the iterates differ along the trajectory and from another start
+    assert not torch.equal(shared[3], shared[5])
+    other = attacks.pgd(model, x, y, steps=3, generator=torch.Generator().manual_seed(8), **kw)
+    assert not torch.equal(shared[3], other)
+
+
+def test_run_shared_matches_each_members_own_run(trained):
+    model, x, y = trained
+    x, y = x[:32], y[:32]
+    for kind in ("pgd", "cw"):
+        members = [attacks.EvalAttack.parse(f"{kind}{k}") for k in (2, 3, 5)]
+        shared = attacks.run_shared(members, model, x, y, eps=0.03, step=0.01, kappa=20.0,
+                                    generator=torch.Generator().manual_seed(1))
+        assert list(shared) == [a.name for a in members]
+        for a in members:
+            alone = a.run(model, x, y, eps=0.03, step=0.01, kappa=20.0, generator=torch.Generator().manual_seed(1))
+            assert torch.equal(shared[a.name], alone), a.name
+    with pytest.raises(ValueError):
+        attacks.run_shared([attacks.EvalAttack.parse("pgd2"), attacks.EvalAttack.parse("cw2")], model, x, y,
+                           eps=0.03, step=0.01)
+
+
+def test_attack_groups():
+    parsed = [attacks.EvalAttack.parse(a) for a in ["fgsm", "pgd10", "cw10", "pgd20", "autoattack", "cw40"]]
+    groups = attacks.attack_groups(parsed)
+    assert {g: [a.name for a in ms] for g, ms in groups.items()} == {
+        "fgsm": ["fgsm"], "pgd": ["pgd10", "pgd20"], "cw": ["cw10", "cw40"], "autoattack": ["autoattack"]}
+
+
+def test_pgd_prefixes_start_and_bad_checkpoints(model):
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    out = attacks.pgd_prefixes(model, x, y, eps=0.1, step=0.03, checkpoints=[0, 1],
+                               generator=torch.Generator().manual_seed(0))
+    start = (x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.1).clamp(0, 1)
+    assert torch.equal(out[0], start) and not torch.equal(out[1], start)
+    for bad in ([], [-1, 3]):
+        with pytest.raises(ValueError):
+            attacks.pgd_prefixes(model, x, y, eps=0.1, step=0.03, checkpoints=bad)

