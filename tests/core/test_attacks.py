@@ -117,6 +117,27 @@ def test_autoattack_is_at_least_as_strong_as_pgd(trained):
     assert acc_aa <= acc_pgd + 0.02
 
 
+def test_autoattack_matches_torchattacks_multiattack_and_records_the_component(trained):
+    """Our loop over the components gives MultiAttack's adversarial inputs bit for bit, and names per
+    sample the component that flipped it ('clean': misclassified clean, '': robust)."""
+    import torchattacks as ta
+
+    model, x, y = trained
+    x, y = x[:40], y[:40]
+    common = dict(norm="Linf", eps=0.03, seed=7)
+    ref = ta.MultiAttack([ta.APGD(model, steps=3, n_restarts=1, loss="ce", **common),
+                          ta.APGDT(model, steps=3, n_restarts=1, n_classes=10, **common),
+                          ta.FAB(model, steps=3, n_restarts=1, multi_targeted=True, n_classes=10, **common),
+                          ta.Square(model, n_queries=20, n_restarts=1, **common)])(x, y)
+    adv, by = attacks.autoattack(model, x, y, eps=0.03, seed=7, steps=3, queries=20, return_by=True)
+    assert torch.equal(adv, ref)
+    assert torch.equal(attacks.autoattack(model, x, y, eps=0.03, seed=7, steps=3, queries=20), ref)
+    with torch.no_grad():
+        clean_ok, adv_ok = model(x).argmax(1) == y, model(adv).argmax(1) == y
+    assert [b == "clean" for b in by] == (~clean_ok).tolist()
+    assert [b == "" for b in by] == (clean_ok & adv_ok).tolist()
+    assert set(by) <= {"", "clean", *attacks.AUTOATTACK_COMPONENTS} and len(set(by) - {"", "clean"}) >= 1
+
 @pytest.mark.parametrize("loss, amp", [("ce", False), ("cw", False), ("ce", True)])
 def test_one_trajectory_gives_every_pgd_k(trained, loss, amp):
     """The shared run's iterate after k steps is exactly a separate k-step PGD from the same start."""

@@ -173,21 +173,49 @@ def run_shared(members: list[EvalAttack], model, x, y, *, eps: float, step: floa
     return {a.name: adv[a.steps] for a in members}
 
 
-def autoattack(model, x, y, *, eps: float, seed: int = 0, steps: int = 100, queries: int = 5000) -> torch.Tensor:
+AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+def autoattack(model, x, y, *, eps: float, seed: int = 0, steps: int = 100, queries: int = 5000,
+               return_by: bool = False):
     """AutoAttack's standard version, L-inf: APGD-CE, APGD-T (9 target classes), FAB-T (9 targets) and
     Square, each sample attacked by the next component only while it is still classified correctly.
 
     Built from torchattacks' components rather than its AutoAttack class, which runs APGD, APGD-T and
     FAB with 10 iterations instead of the reference's 100; `steps` and `queries` default to the reference.
+    The components run in sequence as in torchattacks' MultiAttack (the first on every sample, each
+    later one on the samples still classified correctly); a sample no component flips keeps its clean
+    input.
+
+    Returns the adversarial inputs; with return_by=True also, per sample, the name of the component
+    (AUTOATTACK_COMPONENTS) whose output first flipped it, 'clean' for a sample already misclassified
+    on its clean input, and '' for a sample that stays correct (robust). The record is the attack's own
+    float32 forward pass.
     """
     import torchattacks as ta
 
+    x, y = x.detach(), y.detach()
     with eval_mode(model):
         common = dict(norm="Linf", eps=eps, seed=seed)
-        atk = ta.MultiAttack([
+        components = [
             ta.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
             ta.APGDT(model, steps=steps, n_restarts=1, n_classes=10, **common),
             ta.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=10, **common),
             ta.Square(model, n_queries=queries, n_restarts=1, **common),
-        ])
-        return atk(x, y).detach()
+        ]
+        with torch.no_grad():
+            clean_wrong = model(x).argmax(1) != y
+        by = ["clean" if w else "" for w in clean_wrong.tolist()]
+        x_adv = x.clone()
+        todo = torch.arange(len(x), device=x.device)  # the samples the next component attacks
+        for name, atk in zip(AUTOATTACK_COMPONENTS, components):
+            adv = atk(x[todo], y[todo]).detach()
+            with torch.no_grad():
+                flipped = model(adv).argmax(1) != y[todo]
+            x_adv[todo[flipped]] = adv[flipped]
+            for i in todo[flipped].tolist():
+                by[i] = by[i] or name
+            todo = todo[~flipped]
+            if not len(todo):
+                break
+    return (x_adv, by) if return_by else x_adv

@@ -2,13 +2,17 @@
 
 records.parquet has one row per test sample: label, clean prediction and true-class confidence, and
 for each attack A (the evaluation attacks plus `train`, the method's training attack, which defines
-the Consistent / Inconsistent sets): A_pred, A_conf, A_ce and A_alp (ALP loss against the clean logits).
+the Consistent / Inconsistent sets): A_pred, A_conf, A_ce and A_alp (ALP loss against the clean logits),
+and autoattack_by: the AutoAttack component that first flipped the sample ('clean' if misclassified
+clean, '' if robust or beyond AutoAttack's subset). metrics.json: accuracies (percent), the Consistent
+share, the gradient-masking `checks` and `autoattack_by` (samples of the subset per component).
 All PGD-k attacks are read off one PGD trajectory of the largest k at step k, all CW-k off another.
 Definitions: docs/method.md#records, #consistency-sets and #gradient-masking-checks.
 """
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import zlib
@@ -22,14 +26,17 @@ from tqdm import tqdm
 
 from .. import config as C
 from ..artifacts import atomic_path, provenance, write_json
-from .attacks import SHARED_KINDS, EvalAttack, attack_groups, autocast, pgd, run_shared
+from .attacks import AUTOATTACK_COMPONENTS, SHARED_KINDS, EvalAttack, attack_groups, autoattack, autocast, pgd, run_shared
 from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
 from .training import load_model, select_device
 
 log = logging.getLogger(__name__)
-TOLERANCE = 0.5  # percentage points allowed for noise in the sanity checks
+TOLERANCE = 0.5    # percentage points: the floor of every tolerance in the sanity checks
+NOISE_SE = 2.0     # standard errors of binomial noise allowed on top of one sample's worth of accuracy
+FAR_POINTS = {"pgd": 10.0, "fgsm": 30.0}  # points by which FGSM/PGD must exceed CW/AutoAttack to be "far above"
+AUTOATTACK_FLAGS = ("autoattack_above_pgd", "pgd_far_above_autoattack", "fgsm_far_above_autoattack")  # on its subset
 
 
 def _attack_seed(base: int, name: str) -> int:
@@ -44,21 +51,71 @@ def _group_label(members: list[EvalAttack]) -> str:
     return f"{', '.join(a.name for a in members)} (one {top.name} trajectory)"
 
 
-def sanity_checks(acc: dict[str, float], tol: float = TOLERANCE) -> dict[str, bool]:
-    """Flags that fire (True) on signatures of gradient masking:
-    - pgd_steps_increase: accuracy under PGD-k rises with k (beyond tol), same for CW-k;
+def resolution_tolerance(a: float, b: float, n_a: int | None, n_b: int | None, floor: float = TOLERANCE) -> float:
+    """The difference in percentage points that chance can explain between two accuracies a and b
+    (percent) measured on n_a and n_b samples:
+
+        tol = max(floor, 100 / m + NOISE_SE * 100 * sqrt(p (1 - p) / m)),  m = min(n_a, n_b), p = (a + b) / 200,
+
+    i.e. one sample's worth of accuracy (the resolution) plus NOISE_SE (2) binomial standard errors of an
+    accuracy at the pooled rate p. Both accuracies come from attacks on the same samples, whose outcomes
+    correlate: for correlation rho >= 1/2 the standard error of their difference is at most that of one
+    accuracy, so the rule errs towards not firing. Examples: 53 vs 52 on 100 samples: tol = 1 + 9.99 =
+    10.99 points; 50 vs 40 on 1000 samples: tol = 0.1 + 3.15 = 3.25 points. Without sample counts
+    (n_a or n_b None): tol = floor."""
+    if n_a is None or n_b is None:
+        return floor
+    m = min(n_a, n_b)
+    p = min(max((a + b) / 200.0, 0.0), 1.0)
+    return max(floor, 100.0 / m + NOISE_SE * 100.0 * math.sqrt(p * (1.0 - p) / m))
+
+
+def sanity_checks(acc: dict[str, float], n: int | dict[str, int] | None = None, tol: float = TOLERANCE,
+                  far: dict[str, float] | None = None) -> dict[str, bool]:
+    """Flags that fire (True) on signatures of gradient masking, from accuracies in percent per attack
+    (fgsm, pgd<k>, cw<k>, autoattack). `n` is the number of samples behind each accuracy (one int for
+    all, or per attack name); every comparison of two accuracies x > y fires only when x - y exceeds
+    resolution_tolerance(x, y, n_x, n_y, floor=tol) (tol alone when n is None). Orderings:
+    - pgd_steps_increase: accuracy under PGD-k rises from one k to the next larger k; cw_steps_increase: same for CW-k;
     - pgd_above_fgsm: accuracy under some PGD-k is above FGSM's;
-    - autoattack_above_pgd: AutoAttack leaves more accuracy than the strongest PGD/CW."""
+    - autoattack_above_pgd: AutoAttack leaves more accuracy than the strongest PGD/CW (the lowest accuracy).
+    Gaps (a weak CE attack fails where a margin loss or AutoAttack succeeds, e.g. a saturated softmax),
+    each firing when the gap exceeds both `far` (points; default FAR_POINTS: 10 for PGD, 30 for FGSM,
+    whose single step legitimately leaves up to ~20 points more on adversarially trained models) and the tolerance:
+    - pgd_far_above_cw / fgsm_far_above_cw: the strongest PGD-k / FGSM above the strongest CW-k;
+    - pgd_far_above_autoattack / fgsm_far_above_autoattack: the strongest PGD-k / FGSM above AutoAttack.
+    A flag whose attacks are missing from acc is False."""
+    far = FAR_POINTS if far is None else far
+
+    def count(k):
+        return n.get(k) if isinstance(n, dict) else n
+
+    def above(hi: str, lo: str, margin: float = 0.0) -> bool:  # acc[hi] above acc[lo] beyond noise and margin
+        d = acc[hi] - acc[lo]
+        return d > max(margin, resolution_tolerance(acc[hi], acc[lo], count(hi), count(lo), floor=tol))
+
     def series(kind):
-        return [acc[k] for k in sorted((k for k in acc if k.startswith(kind) and k[len(kind):].isdigit()),
-                                       key=lambda k: int(k[len(kind):]))]
-    flags = {}
-    pgd_acc, cw_acc = series("pgd"), series("cw")
-    flags["pgd_steps_increase"] = any(b > a + tol for a, b in zip(pgd_acc, pgd_acc[1:]))
-    flags["cw_steps_increase"] = any(b > a + tol for a, b in zip(cw_acc, cw_acc[1:]))
-    flags["pgd_above_fgsm"] = "fgsm" in acc and any(a > acc["fgsm"] + tol for a in pgd_acc)
-    iterative = pgd_acc + cw_acc
-    flags["autoattack_above_pgd"] = "autoattack" in acc and bool(iterative) and acc["autoattack"] > min(iterative) + tol
+        return sorted((k for k in acc if k.startswith(kind) and k[len(kind):].isdigit()),
+                      key=lambda k: int(k[len(kind):]))
+
+    def strongest(keys):  # the attack leaving the lowest accuracy
+        return min(keys, key=lambda k: acc[k]) if keys else None
+
+    pgd_keys, cw_keys = series("pgd"), series("cw")
+    best_pgd, best_cw = strongest(pgd_keys), strongest(cw_keys)
+    best_iter = strongest(pgd_keys + cw_keys)
+    fgsm = "fgsm" if "fgsm" in acc else None
+    aa = "autoattack" if "autoattack" in acc else None
+    flags = {
+        "pgd_steps_increase": any(above(b, a) for a, b in zip(pgd_keys, pgd_keys[1:])),
+        "cw_steps_increase": any(above(b, a) for a, b in zip(cw_keys, cw_keys[1:])),
+        "pgd_above_fgsm": fgsm is not None and any(above(k, fgsm) for k in pgd_keys),
+        "autoattack_above_pgd": aa is not None and best_iter is not None and above(aa, best_iter),
+    }
+    for name, weak, margin in (("pgd", best_pgd, far["pgd"]), ("fgsm", fgsm, far["fgsm"])):
+        for strong_name, strong in (("cw", best_cw), ("autoattack", aa)):
+            flags[f"{name}_far_above_{strong_name}"] = (weak is not None and strong is not None
+                                                        and above(weak, strong, margin))
     return flags
 
 
@@ -96,6 +153,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it costs), 0.0 to
     # the other members, so the sum stays the evaluation's attack time
     timings = dict.fromkeys(names, 0.0)
+    aa_by: list[str] = []  # per sample: the AutoAttack component that flipped it (attacks.autoattack's record)
     owner = {g: max(ms, key=lambda a: a.steps).name for g, ms in groups.items()} | {"train": "train"}
     bs = ecfg["batch_size"]
     bar = tqdm(range(0, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
@@ -114,6 +172,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                 for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")), ("alp", float("nan"))):
                     cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
                                                        dtype=torch.long if f == "pred" else torch.float))
+                aa_by += [""] * len(y)
                 continue
             if g == "train":
                 advs = {g: pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
@@ -121,6 +180,12 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
             elif g in SHARED_KINDS:
                 advs = run_shared(groups[g], model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"],
                                   generator=gens[g], amp=amp)
+            elif g == "autoattack":
+                x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(base, g) % (2**31),
+                                       steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
+                                       return_by=True)
+                aa_by += by
+                advs = {g: x_adv}
             else:
                 (atk,) = groups[g]
                 advs = {g: atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[g], amp=amp,
@@ -138,6 +203,8 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                 cols[f"{a}_alp"].append(alp_pairing(lc, la))
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in cols.items()})
     records.insert(0, "sample", np.arange(n))
+    if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
+        records.insert(records.columns.get_loc("autoattack_alp") + 1, "autoattack_by", aa_by)
 
     acc = {"clean": 100.0 * float((records.clean_pred == records.label).mean())}
     for a in names:
@@ -152,9 +219,12 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
         "accuracy": {k: round(v, 4) for k, v in acc.items()},
         "consistent_pct_of_clean_correct": round(100.0 * float(sets.eq("consistent").sum()) /
                                                  max(1, int(sets.isin(["consistent", "inconsistent"]).sum())), 4),
-        "checks": {**sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train", "autoattack")}),
-                   "autoattack_above_pgd": sanity_checks(acc_subset)["autoattack_above_pgd"]},
+        "checks": {**sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train", "autoattack")}, n=n),
+                   **{k: v for k, v in sanity_checks(acc_subset, n=n_aa).items() if k in AUTOATTACK_FLAGS}},
     }
+    if "autoattack" in names:  # how many samples of the subset each component flipped ('robust': none did)
+        counts = records.autoattack_by[records["sample"] < n_aa].replace("", "robust").value_counts()
+        metrics["autoattack_by"] = {k: int(counts.get(k, 0)) for k in ("clean", *AUTOATTACK_COMPONENTS, "robust")}
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "records.parquet") as tmp:

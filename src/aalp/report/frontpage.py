@@ -31,7 +31,11 @@ RESOURCES = ["src/aalp/report/templates/index.html.j2"]
 PACKAGES = ["torch", "torchvision", "torchattacks", "captum", "numpy", "pandas", "scipy", "matplotlib", "papermill",
             "snakemake", "dvc"]
 FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd": "AutoAttack accuracy above PGD",
-             "cw_steps_increase": "CW accuracy rises with more steps", "pgd_steps_increase": "PGD accuracy rises with more steps"}
+             "cw_steps_increase": "CW accuracy rises with more steps", "pgd_steps_increase": "PGD accuracy rises with more steps",
+             "pgd_far_above_cw": "PGD accuracy far above CW (CE gradients masked?)",
+             "fgsm_far_above_cw": "FGSM accuracy far above CW (CE gradients masked?)",
+             "pgd_far_above_autoattack": "PGD accuracy far above AutoAttack (gradient masking?)",
+             "fgsm_far_above_autoattack": "FGSM accuracy far above AutoAttack (gradient masking?)"}
 DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this many points
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
