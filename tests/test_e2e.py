@@ -219,3 +219,72 @@ def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
 
     bad = run(f"python -m aalp publish {tmp_path / 'small'} --limit-mb 0.01", work, check=False)
     assert bad.returncode != 0 and "over the 0.01 MB limit" in bad.stderr and not (tmp_path / "small").exists()
+
+
+def _slice(work, dst, keep=None):
+    """A copy of the set folder's params and run files (no weights); with keep, the runs outside it lose their
+    metrics.json, so they are unfinished there."""
+    import shutil
+
+    shutil.copytree(work / "runs", dst / "runs", ignore=shutil.ignore_patterns("*.pt"))
+    shutil.copy2(work / "params.yaml", dst / "params.yaml")
+    if keep is not None:
+        for m in dst.glob("runs/*/*/s*/eval/metrics.json"):
+            if m.parents[1].relative_to(dst).as_posix() not in keep:
+                m.unlink()
+    return dst
+
+
+def test_publish_in_two_slices_equals_publishing_once(snakemake_run, tmp_path):
+    """publish --add: a set published in two slices has the same report numbers, pages and run files as the
+    set published at once; the manifest lists per run its code hashes and device; a slice with another
+    params.yaml, with runs of other code, or without recorded code hashes is refused in one line and leaves
+    the published set as it was."""
+    from conftest import numbers_differ
+
+    from aalp import publish as P
+
+    _, work = snakemake_run
+    whole = tmp_path / "whole"
+    run(f"python -m aalp publish {whole}", work)
+    man_whole = json.loads((whole / "manifest.json").read_text())
+    first = {"runs/synthetic/raw/s0", "runs/synthetic/adv/s0", "runs/synthetic/alp/s0", "runs/synthetic/aalp/s0"}
+    dest = tmp_path / "results" / "ci"
+    one = _slice(work, tmp_path / "one", keep=first)
+    out = run(f"python -m aalp publish {dest} --add", one).stdout
+    man = json.loads((dest / "manifest.json").read_text())
+    assert set(man["runs"]) == first and P.check(dest) == [] and (dest / "reports" / "index.html").is_file(), out
+    assert not list(dest.glob("runs/synthetic/trades/**/*"))  # the unfinished runs stay out
+    hashes = {r: v["code_hash"] for r, v in man["runs"].items()}
+    assert all(set(h) == {"train", "evaluate", "analyze"} and None not in h.values() for h in hashes.values())
+    assert man["code_hash"] == hashes["runs/synthetic/adv/s0"] and man["devices"] == ["cpu"]
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+    two = _slice(work, tmp_path / "two")
+    # refused, one line each, nothing touched: runs of other code, runs without hashes, another params.yaml
+    rec = two / "runs/synthetic/trades/s0/run.json"
+    good = rec.read_text()
+    rec.write_text(good.replace(man["code_hash"]["train"], "0123456789abcdef"))
+    bad = run(f"python -m aalp publish {dest} --add", two, check=False)
+    assert bad.returncode == 2 and "other train code than the set's" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    rec.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "code_hash"}))
+    bad = run(f"python -m aalp publish {dest} --add", two, check=False)
+    assert bad.returncode == 2 and "records no code hash" in bad.stderr
+    rec.write_text(good)
+    params = (two / "params.yaml").read_text()
+    (two / "params.yaml").write_text(params.replace("cam_samples: 8", "cam_samples: 7"))
+    bad = run(f"python -m aalp publish {dest} --add", two, check=False)
+    assert bad.returncode == 2 and "params.yaml" in bad.stderr and "new set" in bad.stderr
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+    (two / "params.yaml").write_text(params)
+
+    run(f"python -m aalp publish {dest} --add", two)  # the rest: the already published runs are kept
+    man = json.loads((dest / "manifest.json").read_text())
+    assert set(man["runs"]) == set(man_whole["runs"]) and P.check(dest) == []
+    assert numbers_differ(report_numbers(dest / "reports"), report_numbers(whole / "reports")) == []
+    assert set(man["files"]) == set(man_whole["files"])  # the same run files and pages
+    runs_only = {f: e for f, e in man["files"].items() if f.startswith("runs/")}
+    assert runs_only == {f: e for f, e in man_whole["files"].items() if f.startswith("runs/")}
+    assert man["code_hash"] == man_whole["code_hash"] == hashes["runs/synthetic/adv/s0"]
+    nothing = run(f"python -m aalp publish {dest} --add", two, check=False)
+    assert nothing.returncode == 2 and "no finished run to add" in nothing.stderr

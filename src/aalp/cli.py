@@ -31,25 +31,35 @@ def cmd_prepare(cfg, args):
     data.prepare(cfg, args.dataset)
 
 
+def _code_hash(stage: str) -> str:
+    """The digest of the source files the stage imports (pipeline.code_hash), recorded beside its outputs so
+    that `publish --add` can refuse runs made by other code."""
+    from . import pipeline
+
+    return pipeline.code_hash(stage)
+
+
 def cmd_train(cfg, args):
     from .core import training
 
     spec = C.run_spec(cfg, args.dataset, args.method, args.seed)
-    training.train(cfg, spec, _run_dir(args.dataset, args.method, args.seed))
+    training.train(cfg, spec, _run_dir(args.dataset, args.method, args.seed), code_hash=_code_hash("train"))
 
 
 def cmd_evaluate(cfg, args):
     from .core import evaluation
 
     C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
-    evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
+    evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed),
+                        code_hash=_code_hash("evaluate"))
 
 
 def cmd_analyze(cfg, args):
     from .core import analysis
 
     C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
-    analysis.analyze(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed))
+    analysis.analyze(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed),
+                     code_hash=_code_hash("analyze"))
 
 
 def cmd_report(cfg, args):
@@ -70,7 +80,7 @@ def cmd_report(cfg, args):
 def cmd_publish(cfg, args):
     from . import publish as P
 
-    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=args.limit_mb)
+    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=args.limit_mb, add=args.add)
     problems = P.check(args.dest)
     if problems:
         raise RuntimeError(f"publish: the copy in {args.dest} does not match its manifest: {problems[0]}")
@@ -213,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "into DEST, e.g. ../../results/<set>, with a manifest")
     s.add_argument("dest")
     s.add_argument("--limit-mb", type=float, default=50.0, help="refuse to publish more than this (default 50)")
+    s.add_argument("--add", action="store_true",
+                   help="add this set's finished runs (trained, evaluated, analysed) to DEST, a set published "
+                        "before with the same params.yaml and code (or a new one), and rebuild its report from all "
+                        "of its runs: a long set published in slices")
     s.set_defaults(fn=cmd_publish)
     s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
     s.add_argument("--output", default="dvc.yaml")

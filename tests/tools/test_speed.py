@@ -35,7 +35,7 @@ def test_attack_and_concurrency_tables(tiny_shape):
     cpu = torch.device("cpu")
     a = SP.attack_table(cpu, [tiny_shape], repeats=1)
     assert a[0]["ours_images_per_s"] > 0 and a[0]["speedup"] == pytest.approx(
-        a[0]["ours_images_per_s"] / a[0]["torchattacks_images_per_s"], rel=0.02)
+        a[0]["ours_images_per_s"] / a[0]["torchattacks_images_per_s"], rel=0.02, abs=0.006)  # both rounded
     c = SP.concurrency_table(cpu, [tiny_shape], [1, 2], seconds=1.0)
     assert [r["jobs"] for r in c] == [1, 2] and c[0]["scaling_vs_first"] == 1.0
     assert c[1]["aggregate_images_per_s"] == pytest.approx(2 * c[1]["per_job_images_per_s"], rel=0.01)

@@ -171,13 +171,14 @@ def _f16(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float16)
 
 
-def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path) -> dict:
+def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path, code_hash: str | None = None) -> dict:
     """Analyse the run in run_dir (model.pt and, when present, checkpoints/step*.pt) into run_dir/analysis/.
 
     The checkpoint series covers the kept checkpoints only; the final model.pt is not repeated as its
     last row. Adversarial samples come from the dataset's training attack (not a method's override),
     seeded with evaluation.seed, crafted against each analysed model in eval mode. On-object shares of
-    adversarial maps use the clean image as the object mask. Returns the summary."""
+    adversarial maps use the clean image as the object mask. code_hash: the digest of the stage's source
+    files, recorded in summary.json. Returns the summary."""
     run_dir = Path(run_dir)
     out = run_dir / "analysis"
     a = {**DEFAULTS, **cfg.get("analysis", {})}
@@ -246,7 +247,7 @@ def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path
     write_json(out / "summary.json", provenance(str(device), seed=seed, dataset=dataset, method=method,
                                                 model=exp["model"], analysis=a, attack=vars(attack),
                                                 attack_seed=attack_seed, checkpoint_steps=[r["step"] for r in rows],
-                                                **summary))
+                                                code_hash=code_hash, **summary))
     log.info("n50 %d n90 %d of %d features, gini %.3f | cam area clean %.3f adv %.3f", summ["n50"], summ["n90"],
              summ["feature_dim"], summ["gini"], clean["cam_area"], adv["cam_area"])
     return summary

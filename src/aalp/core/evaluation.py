@@ -119,7 +119,10 @@ def sanity_checks(acc: dict[str, float], n: int | dict[str, int] | None = None, 
     return flags
 
 
-def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path) -> dict:
+def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path, code_hash: str | None = None) -> dict:
+    """Attack the trained model of run_dir with the set's evaluation attacks into run_dir/eval/: records.parquet
+    (one row per test sample), metrics.json (accuracies in percent, sanity checks) and eval.json (provenance,
+    with code_hash: the digest of the stage's source files). Returns the metrics."""
     run_dir = Path(run_dir)
     ecfg = cfg["evaluation"]
     exp = cfg["experiments"][dataset]
@@ -234,7 +237,8 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                                              dataset=dataset, method=method,
                                              shared_trajectories={g: [a.name for a in ms] for g, ms in groups.items()
                                                                   if g in SHARED_KINDS},
-                                             attack_seconds={k: round(v, 3) for k, v in timings.items()}))
+                                             attack_seconds={k: round(v, 3) for k, v in timings.items()},
+                                             code_hash=code_hash))
     write_json(out / "metrics.json", metrics)
     fired = [k for k, v in metrics["checks"].items() if v]
     log.info("accuracy %s%s", " ".join(f"{k}={v:.2f}" for k, v in acc.items()),

@@ -224,10 +224,11 @@ class _StopSignals:
         self._old = {}
 
 
-def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | None = None) -> dict:
+def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | None = None,
+          code_hash: str | None = None) -> dict:
     """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present.
     train_samples: train on the first N training images only (`bench agree`'s reduced check; the pipeline
-    always trains on all of them)."""
+    always trains on all of them). code_hash: the digest of the stage's source files, recorded in run.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["training"]
@@ -339,7 +340,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     meta = provenance(str(device), seed=spec.seed, profile=cfg["profile"], spec=dataclasses.asdict(spec),
                       training=tcfg, data_manifest=data.manifest["sha256"], steps=step,
                       **({} if train_samples is None else {"train_samples": len(train_x)}),
-                      train_seconds=round(time.time() - start, 2), final=history[-1] if history else {})
+                      train_seconds=round(time.time() - start, 2), final=history[-1] if history else {},
+                      code_hash=code_hash)
     write_json(out / "run.json", meta)
     save_model(out / "model.pt", model, spec.model, data.shape, {"spec": json.dumps(dataclasses.asdict(spec))})
     resume.unlink(missing_ok=True)
