@@ -92,9 +92,9 @@ class FoldGradConv2d(nn.Conv2d):
     float32 rounding (tests/core/test_models.py). Under autocast it casts like autocast's conv2d does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not FOLD_INPUT_GRAD or self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros" \
-                or isinstance(self.padding, str) or not torch.is_grad_enabled():
-            return super().forward(x)
+        if not FOLD_INPUT_GRAD or not x.requires_grad or not torch.is_grad_enabled() or self.groups != 1 \
+                or self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)  # PyTorch's own, also wherever no input gradient is needed (training)
         w, b = self.weight, self.bias
         dev = x.device.type
         if torch.is_autocast_enabled(dev):  # what autocast does to conv2d's arguments, recorded by autograd
