@@ -144,7 +144,7 @@ def cmd_bench(cfg, args):
         unknown = sorted(set(shapes) - set(SP.SHAPES))
         if unknown:
             raise C.ConfigError(f"unknown shape(s) {', '.join(unknown)}; allowed values: {', '.join(SP.SHAPES)}")
-        steps = args.steps
+        steps = args.steps or 20
         print(f"speed on {torch_device_name(device)}: {', '.join(shapes)}; {steps} timed steps each", flush=True)
         result = {"device": torch_device_name(device), "steps": steps}
         result["training_step"] = SP.step_table(device, shapes, steps, warmup=3)
@@ -158,6 +158,29 @@ def cmd_bench(cfg, args):
             from .artifacts import write_json
 
             write_json(Path(args.out), result)
+        return
+    if args.what == "roofline":
+        import torch
+
+        from .core.training import select_device
+        from .tools import roofline as RL
+
+        for name, given, allowed in (("method", args.methods, RL.METHODS), ("attack", args.attacks, RL.ATTACKS),
+                                     ("path", args.paths, RL.PATHS)):
+            unknown = sorted(set(given or []) - set(allowed))
+            if unknown:
+                raise C.ConfigError(f"unknown {name}(s) {', '.join(unknown)}; allowed values: {', '.join(allowed)}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = select_device(cfg["training"]["device"])
+        res = RL.roofline(device, methods=args.methods, attacks=args.attacks, paths=args.paths,
+                          steps=args.steps or 10, reps=args.reps, before=args.before)
+        res["device_name"] = torch_device_name(device)
+        print(RL.format_result(res))
+        if args.out:
+            from .artifacts import write_json
+
+            write_json(Path(args.out), res)
         return
     if args.what == "agree":
         from .tools import agree as AG
@@ -177,10 +200,11 @@ def cmd_bench(cfg, args):
     if not args.dataset:
         raise C.ConfigError(f"bench {args.what} needs --dataset")
     if args.what == "train":
-        rows = B.bench_train(cfg, args.dataset, args.methods, steps=args.steps, batch_size=args.batch_size)
+        rows = B.bench_train(cfg, args.dataset, args.methods, steps=args.steps or 20, batch_size=args.batch_size)
         B.print_rows(rows)
     else:
-        res = B.bench_attack(cfg, args.dataset, args.model, steps=args.steps, batch_size=args.batch_size or 256)
+        res = B.bench_attack(cfg, args.dataset, args.model, steps=args.steps or 20,
+                             batch_size=args.batch_size or 256)
         print(B.to_json(res))
 
 
@@ -234,22 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stamp", help="with --check: write this file when dvc.yaml is current (the matrix-check stage)")
     s.set_defaults(fn=cmd_dvc)
     s = sub.add_parser("bench", help="speed benchmarks: training images/s per method, our PGD vs torchattacks")
-    s.add_argument("what", choices=["train", "attack", "plan", "speed", "agree"],
+    s.add_argument("what", choices=["train", "attack", "plan", "speed", "agree", "roofline"],
                    help="plan: time every job kind of this set's DAG briefly and extrapolate the whole DAG; "
                         "speed: the speed options, PGD vs torchattacks and concurrent jobs on the paper's three shapes; "
+                        "roofline: images/s and achieved GFLOP/s of every method's training step and every evaluation "
+                        "attack's iteration on the paper LeNet, against the measured matmul peak and a minimal loop; "
                         "agree: train and evaluate one method per seed on the plain path and with --options, and say "
                         "whether the results agree within seed noise")
     s.add_argument("--dataset")
     s.add_argument("--if-slow", type=float, metavar="HOURS",
                    help="plan: print only on a CPU and only when the device jobs exceed HOURS (make run)")
     s.add_argument("--methods", nargs="+", help="train: methods to time (default: the dataset's); agree: the method "
-                                                "(default adv)")
+                                                "(default adv); roofline: raw adv alp trades aalp (default: all)")
     s.add_argument("--model", help="attack: a model.pt to attack (default: an untrained model)")
-    s.add_argument("--steps", type=int, default=20, help="train, speed: timed steps; attack: PGD steps")
+    s.add_argument("--steps", type=int, help="train, speed: timed steps (default 20); attack: PGD steps (default 20); "
+                                             "roofline: steps of the training attack PGD-k (default 10)")
     s.add_argument("--shapes", nargs="+", help="speed: lenet, resnet9, resnet32 (default: all)")
     s.add_argument("--jobs", type=int, nargs="+", help="speed: concurrent training processes to measure, e.g. 1 2 4 8")
     s.add_argument("--seconds", type=float, default=20.0, help="speed: seconds each concurrent process trains")
-    s.add_argument("--out", help="speed: write the tables as JSON here; agree: the runs' folder (default bench/agree)")
+    s.add_argument("--out", help="speed, roofline: write the tables as JSON here; agree: the runs' folder (default bench/agree)")
     s.add_argument("--options", nargs="+", metavar="OPT",
                    help="agree: speed options of the fast path: amp channels_last fused_adam drop_last "
                         "compile=default|reduce-overhead")
@@ -257,7 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="agree: epochs instead of the set's")
     s.add_argument("--train-samples", type=int, help="agree: train on the first N training images")
     s.add_argument("--test-samples", type=int, help="agree: evaluate on the first N test images")
-    s.add_argument("--attacks", nargs="+", help="agree: evaluation attacks instead of the set's, e.g. pgd20")
+    s.add_argument("--attacks", nargs="+", help="agree: evaluation attacks instead of the set's, e.g. pgd20; "
+                                                "roofline: fgsm pgd_step cw_step (default: all)")
+    s.add_argument("--paths", nargs="+", help="roofline: fp32 fp32_fast bf16_fast (default: all; bf16_fast only "
+                                              "where the device has native bf16)")
+    s.add_argument("--reps", type=int, default=3, help="roofline: timed calls per row, each of ours and of the minimal loop")
+    s.add_argument("--before", action="store_true",
+                   help="roofline: every row also with the CPU kernels of docs/method.md#speed-options off")
+    s.add_argument("--threads", type=int, help="roofline: torch threads (default: torch's)")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(fn=cmd_bench)
     return p

@@ -189,3 +189,34 @@ def test_pgd_prefixes_start_and_bad_checkpoints(model):
     for bad in ([], [-1, 3]):
         with pytest.raises(ValueError):
             attacks.pgd_prefixes(model, x, y, eps=0.1, step=0.03, checkpoints=bad)
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw", "kl"])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_bf16_weights_cast_once_per_attack_is_bit_identical(model, loss, train_mode):
+    """With amp the attack casts the weights to bf16 once (attacks.bf16_weights) instead of autocast
+    casting them in every iteration: the same bf16 values reach the same kernels, so the adversarial
+    examples are bit-identical; afterwards the model holds its own float32 parameters again."""
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    params = list(model.parameters())
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda mod, inp: seen.append(mod.weight.dtype))
+
+    def run(precast):
+        old = attacks.PRECAST_BF16
+        attacks.PRECAST_BF16 = precast
+        try:
+            return attacks.pgd(model, x, y, eps=0.3, step=0.05, steps=3, loss=loss, amp=True, train_mode=train_mode,
+                               generator=torch.Generator().manual_seed(1))
+        finally:
+            attacks.PRECAST_BF16 = old
+
+    once = run(True)
+    assert set(seen) == {torch.bfloat16}  # the layer held its bf16 copy in every iteration
+    seen.clear()
+    every = run(False)
+    assert set(seen) == {torch.float32}
+    hook.remove()
+    assert torch.equal(once, every)
+    assert all(a is b for a, b in zip(model.parameters(), params))  # the same parameter objects, float32, trainable again
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in params)

@@ -267,3 +267,47 @@ def test_drop_last_keeps_every_step_the_same_shape(tiny, tmp_path):
         cfg["training"]["drop_last"] = True
         meta = training.train(cfg, spec, tmp_path / "dropped")
     assert shapes == [32] * 14 and meta["steps"] == 14
+
+
+def _losses_and_weights(cfg, method, n, **speed):
+    """Losses of n training steps on fixed batches and the weights after them."""
+    from aalp.core import models
+
+    spec = C.run_spec(cfg, "synthetic", method, 0)
+    d = data.load_prepared(cfg["data"]["dir"], "synthetic")
+    torch.manual_seed(0)
+    model = models.build(spec.model, d.shape, d.manifest["mean"], d.manifest["std"])
+    tr = training.Trainer(spec, model, torch.device("cpu"), **{**training.speed_options(cfg["training"]), **speed})
+    x, y = data.to_float(torch.from_numpy(d.train_x[:64])), torch.from_numpy(d.train_y[:64])
+    losses = [tr.step(x[32 * (i % 2):32 * (i % 2 + 1)], y[32 * (i % 2):32 * (i % 2 + 1)])["loss"] for i in range(n)]
+    return torch.stack(losses), {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["adv", "trades"])
+def test_bf16_weights_cast_once_per_attack_leave_the_step_bit_identical(tiny, monkeypatch, method):
+    """amp + channels_last: the training step with the attack's weights cast to bf16 once per attack equals
+    the step with autocast's cast in every iteration, bit for bit (losses and weights)."""
+    from aalp.core import attacks
+
+    once = _losses_and_weights(tiny, method, 2, amp=True, channels_last=True)
+    monkeypatch.setattr(attacks, "PRECAST_BF16", False)
+    every = _losses_and_weights(tiny, method, 2, amp=True, channels_last=True)
+    assert torch.equal(once[0], every[0])
+    assert all(torch.equal(once[1][k], every[1][k]) for k in once[1])
+
+
+@pytest.mark.parametrize("speed", [{}, {"channels_last": True, "fused_adam": True}])
+def test_cpu_kernels_leave_the_step_within_float32_rounding(tiny, monkeypatch, speed):
+    """The fold input gradient of LeNet's first layer sums in another order than PyTorch's convolution
+    backward (float32 rounding); the channels_last Flatten is bit-identical. Over 3 ADV and AALP steps
+    (PGD-3 each) the losses agree to 1e-5 relative and the weights to 1e-5 absolute."""
+    from aalp.core import models
+
+    for method in ("adv", "aalp"):
+        new = _losses_and_weights(tiny, method, 3, **speed)
+        with monkeypatch.context() as m:
+            m.setattr(models, "FOLD_INPUT_GRAD", False)
+            m.setattr(models, "KEEP_CHANNELS_LAST", False)
+            old = _losses_and_weights(tiny, method, 3, **speed)
+        assert torch.allclose(new[0], old[0], rtol=1e-5, atol=0)
+        assert all(torch.allclose(new[1][k], old[1][k], rtol=0, atol=1e-5) for k in new[1])

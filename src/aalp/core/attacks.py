@@ -65,6 +65,36 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+# Cast the weights to bf16 once per attack instead of once per iteration (docs/method.md#speed-options); off
+# gives the per-iteration casts, bit-identical (tests/core/test_attacks.py).
+PRECAST_BF16 = True
+_AUTOCAST_WEIGHTS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+
+@contextlib.contextmanager
+def bf16_weights(model, amp: bool):
+    """Inside: every convolution and linear layer of the model holds a bf16 copy of its float32 weight and
+    bias (made once), with amp and PRECAST_BF16; otherwise nothing changes. Under bf16 autocast these
+    layers cast their weights to bf16 on every call; autocast caches a cast only for weights that require
+    grad, and the attack freezes them, so each attack iteration re-cast every weight. The copies are the
+    same bf16 values going to the same kernels (autocast leaves a tensor already in bf16 as it is), so the
+    attack is bit-identical (tests/core/test_attacks.py). The float32 parameters are put back on exit."""
+    swapped = []
+    if amp and PRECAST_BF16 and isinstance(model, torch.nn.Module) and not any(
+            getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
+        for m in model.modules():  # each module once, also one registered under two names (cam_layer)
+            if isinstance(m, _AUTOCAST_WEIGHTS):
+                for name, p in list(m._parameters.items()):
+                    if p is not None and p.dtype == torch.float32:
+                        swapped.append((m, name, p))
+                        m._parameters[name] = p.detach().to(torch.bfloat16)
+    try:
+        yield
+    finally:
+        for m, name, p in swapped:
+            m._parameters[name] = p
+
+
 def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool = True, loss: str = "ce",
         kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False,
         train_mode: bool = False) -> torch.Tensor:
@@ -92,7 +122,7 @@ def pgd_prefixes(model, x, y, *, eps: float, step: float, checkpoints: Iterable[
         raise ValueError(f"checkpoints must be non-negative step counts, got {want}")
     x = x.detach()
     out: dict[int, torch.Tensor] = {}
-    with input_grad_only(model, train_mode):
+    with input_grad_only(model, train_mode), bf16_weights(model, amp):
         clean_probs = None
         if loss == "kl":
             with torch.no_grad(), autocast(x.device, amp):

@@ -39,13 +39,103 @@ class Classifier(nn.Module):
         return self.classifier(h if mask is None else h * mask)
 
 
+# ----------------------------------------------------------------------------- CPU speed (docs/method.md#speed-options)
+# Switches for the two kernels below, on by default; off gives PyTorch's own (the before/after of `bench roofline`
+# and of the tests that compare them).
+FOLD_INPUT_GRAD = True
+KEEP_CHANNELS_LAST = True
+
+
+def _fold_input_grad(g: torch.Tensor, w: torch.Tensor, x_shape, stride, padding) -> torch.Tensor:
+    """dL/dx of y = conv2d(x, w) as a matmul plus col2im: cols = W^T g (B, C_in*k*k, L), then F.fold sums
+    every window's contribution into its pixels. Computed in float32 (one rounding to x's dtype at the end)."""
+    b, cout = g.shape[:2]
+    kh, kw = w.shape[2:]
+    w2 = w.reshape(cout, -1).float()  # (C_out, C_in*k*k)
+    if g.is_contiguous():
+        cols = torch.matmul(w2.t(), g.float().reshape(b, cout, -1))  # (B, C_in*k*k, L)
+    else:  # channels_last: one (B*L, C_out) @ (C_out, C_in*k*k) matmul on the NHWC rows
+        rows = g.float().permute(0, 2, 3, 1).reshape(b, -1, cout)
+        cols = torch.matmul(rows, w2).transpose(1, 2)
+    return F.fold(cols, tuple(x_shape[2:]), (kh, kw), padding=padding, stride=stride)
+
+
+class _FoldGradConv2d(torch.autograd.Function):
+    """conv2d whose input gradient is `_fold_input_grad`; the weight and bias gradients are PyTorch's own
+    (aten.convolution_backward, the kernel autograd calls for F.conv2d)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, b is not None)
+        return F.conv2d(x, w, b, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        stride, padding, has_bias = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x:
+            gx = _fold_input_grad(g, w, x.shape, stride, padding).to(x.dtype)
+        if need_w or need_b:
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                g, x, w, [w.shape[0]] if has_bias else None, list(stride), list(padding), [1, 1], False, [0, 0], 1,
+                [False, need_w, need_b and has_bias])
+        return gx, gw, gb, None, None
+
+
+class FoldGradConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state_dict) whose input gradient is a matmul plus F.fold. PyTorch's
+    own input gradient of a convolution with one input channel (LeNet's first layer, the input gradient
+    every attack iteration needs) runs at a few GFLOP/s on a CPU; this is 2-3x faster and equal within
+    float32 rounding (tests/core/test_models.py). Under autocast it casts like autocast's conv2d does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not FOLD_INPUT_GRAD or not x.requires_grad or not torch.is_grad_enabled() or self.groups != 1 \
+                or self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)  # PyTorch's own, also wherever no input gradient is needed (training)
+        w, b = self.weight, self.bias
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):  # what autocast does to conv2d's arguments, recorded by autograd
+            dt = torch.get_autocast_dtype(dev)
+            x, w = x.to(dt), w.to(dt)
+            b = None if b is None else b.to(dt)
+            with torch.autocast(dev, enabled=False):
+                return _FoldGradConv2d.apply(x, w, b, self.stride, self.padding)
+        return _FoldGradConv2d.apply(x, w, b, self.stride, self.padding)
+
+
+class _FlattenChannelsLast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
+class Flatten(nn.Flatten):
+    """nn.Flatten (C, H, W order) whose gradient keeps a channels_last input's format. nn.Flatten hands an
+    NCHW gradient back, so every layer below it (max-pool backward, ReLU, the convolution) works on mixed
+    formats and converts; same values, bit for bit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (KEEP_CHANNELS_LAST and x.dim() == 4 and self.start_dim == 1 and self.end_dim == -1 and x.requires_grad
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+            return _FlattenChannelsLast.apply(x)
+        return super().forward(x)
+
+
 # ----------------------------------------------------------------------------- LeNet (Madry)
 def _lenet(c1: int, c2: int, hidden: int):
     convs = nn.Sequential(
-        nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        FoldGradConv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
     )
-    body = nn.Sequential(convs, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU())
+    body = nn.Sequential(convs, nn.MaxPool2d(2), Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU())
     return body, hidden, convs
 
 
