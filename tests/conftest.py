@@ -1,7 +1,14 @@
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+# `make test` runs two xdist workers on a two-core machine, and each starts DAG jobs, DVC stages and kernels of
+# its own: one thread per process (torch, and every BLAS), so that no OpenMP team spins on a core another
+# process needs. Set before any test imports torch; every subprocess inherits it.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import pytest
 import yaml
@@ -159,5 +166,6 @@ def pytest_collection_modifyitems(items):
     """The end-to-end runs first (make test runs `pytest -n auto --dist loadfile --no-loadscope-reorder`, so
     files are handed out in this order): the SLURM DAG on one worker, the local Snakemake DAG on the other,
     then the DVC tests that start from the local run, while the short test files fill the gaps."""
-    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py", "test_e2e_deps.py")
+    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py", "test_e2e_dvc_remote.py",
+             "test_e2e_deps.py")
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))

@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +31,7 @@ import torch.nn.functional as F
 from .. import config as C
 from ..core import attacks as A, models
 from ..core.training import Trainer
-from .benchmark import _sync
+from .peak import bf16_native, count_flops, interleaved, matmul_peak, sig as _sig
 
 log = logging.getLogger(__name__)
 PAPER = {"model": "lenet", "shape": (1, 28, 28), "batch": 50, "eps": 0.3, "step": 0.01}
@@ -45,40 +43,6 @@ PATHS = {"fp32": {}, "fp32_fast": {"channels_last": True, "fused_adam": True},
          "bf16_fast": {"amp": True, "channels_last": True, "fused_adam": True}}
 
 
-# ----------------------------------------------------------------------------- peak
-def bf16_native(device: torch.device) -> bool:
-    """Whether the device has bf16 arithmetic of its own (on a CPU: oneDNN's bf16 kernels, AVX512-BF16/AMX);
-    without it PyTorch's bf16 matmuls and convolutions fall back to slow reference loops."""
-    try:
-        if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - an older build without the query
-        return False
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, budget_s: float = 3.0, reps: int = 3) -> dict:
-    """GFLOP/s of an n x n matmul (the best of `reps`); n shrinks (powers of 2, at least 128) while one
-    matmul would take more than budget_s / reps."""
-    def once(m: int) -> float:
-        a = torch.randn(m, m, device=device).to(dtype)
-        b = torch.randn(m, m, device=device).to(dtype)
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        return time.perf_counter() - t
-
-    once(128)
-    probe = once(128)
-    while n > 128 and probe * (n / 128) ** 3 > budget_s / reps:
-        n //= 2
-    once(n)
-    best = min(once(n) for _ in range(reps))
-    return {"dtype": str(dtype).replace("torch.", ""), "n": n, "gflop_per_s": _sig(2 * n ** 3 / best / 1e9)}
-
-
-# ----------------------------------------------------------------------------- our step and a minimal one
 _BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
          "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
          "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
@@ -207,48 +171,6 @@ def _attack_fns(kind: str, model, x, y, shape: dict, amp: bool, device):
     return ours, minimal
 
 
-# ----------------------------------------------------------------------------- measuring
-class _Global:
-    """FlopCounterMode's module tracker, reduced to the total: its backward hooks break torch.autograd.grad
-    with respect to an input (what every attack iteration calls)."""
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return None
-
-
-def count_flops(fn) -> int:
-    """FLOPs of one call of fn: torch.utils.flop_counter.FlopCounterMode's count of the matmuls and
-    convolutions it runs, forward and backward."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    fc = FlopCounterMode(display=False)
-    fc.mod_tracker = _Global()
-    with fc:
-        fn()
-    return int(fc.get_total_flops())
-
-
-def interleaved(fns: dict, device, reps: int, warmup: int = 1) -> dict:
-    """Median seconds per call of each function of `fns` ({key: fn}), called in turn, round after round:
-    a change of load on a busy machine hits every one of them alike, so their ratios hold."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _with_kernels(fn, enabled: bool):
     def call():
         with kernels(enabled):
@@ -265,10 +187,6 @@ def kernels(enabled: bool):
         yield
     finally:
         models.FOLD_INPUT_GRAD, models.KEEP_CHANNELS_LAST, A.PRECAST_BF16 = old
-
-
-def _sig(v: float, digits: int = 4) -> float:
-    return float(f"{v:.{digits}g}")
 
 
 def _row(kind, name, path, batch, flops, t_ours, t_min, peak, before):
