@@ -206,3 +206,19 @@ def test_run_seeds_give_single_runs_more_seeds(ci_params):
     check_error(p, "run_seeds.synthetic/nope names no run; allowed values: ")
     p["run_seeds"] = {"synthetic/alp": [1, 0]}
     check_error(p, "run_seeds.synthetic/alp must start with the first of seeds (0)")
+
+
+def test_only_runs_keeps_exactly_the_given_runs(ci_params):
+    """The matrix of a set published in slices: exactly the kept runs, in the set's order; a method, sweep
+    value or dataset without a kept run is left out."""
+    cfg = C.validate(ci_params)
+    every = list(C.runs(cfg))
+    keep = [r for r in every if r[1] in ("raw", "alp") and r[0] == "synthetic" and r[2] == 1 or r[1] == "adv"
+            or r[1] == "aalp_lambda2"]
+    keep = [r for r in every if r in set(keep) | {("synthetic", "aalp", 0)}]
+    sub = C.only_runs(cfg, keep)
+    assert list(C.runs(sub)) == keep
+    assert sub["sweeps"] == [{**cfg["sweeps"][0], "values": [2]}]
+    assert set(sub["experiments"]) == {"synthetic", "synthetic_rgb"}
+    assert C.only_runs(cfg, every)["experiments"] == cfg["experiments"] and list(C.runs(C.only_runs(cfg, every))) == every
+    assert "synthetic_rgb" not in C.only_runs(cfg, [r for r in every if r[0] == "synthetic"])["experiments"]

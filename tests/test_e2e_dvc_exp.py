@@ -23,7 +23,7 @@ def test_queued_experiments_over_two_lambdas(ci_snakemake_run, tmp_path):
     # DVC runs them in copies of the checkout, where `python -m aalp` switches to the copy's own code
     for lam in (0.25, 1.0):
         run(f"dvc exp run --queue -S methods.aalp.lambda={lam} evaluate-synthetic-aalp-s0", work)
-    run("dvc queue start", work)
+    run("dvc queue start -j 2", work)  # two queue workers: the two experiments side by side
     deadline = time.time() + 900
     while time.time() < deadline:
         queue = run("dvc queue status", work).stdout

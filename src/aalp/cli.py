@@ -63,6 +63,13 @@ def cmd_analyze(cfg, args):
 
 
 def cmd_report(cfg, args):
+    if args.finished_runs:  # a set published in slices: its report covers the runs finished so far
+        from .publish import finished_runs
+
+        done = finished_runs(cfg, Path("."))
+        if not done:
+            raise C.ConfigError("report --finished-runs: no run of this set is finished here")
+        cfg = C.only_runs(cfg, done)
     if args.item:
         from .report.items import report_item
 
@@ -242,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tables-only", action="store_true",
                    help="compute and write the tables, claims and figure data (and the front page) without "
                         "rendering the notebooks: quick, and what a rebuild of published results compares")
+    s.add_argument("--finished-runs", action="store_true",
+                   help="build the report from the runs whose result files are all here, the others counting as "
+                        "missing (a set published in slices, `publish --add`)")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("publish", help="copy this finished set's result files (no weights) and rendered report "
                                        "into DEST, e.g. ../../results/<set>, with a manifest")

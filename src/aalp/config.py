@@ -275,6 +275,40 @@ def runs(cfg: dict, sweeps: bool = True):
                 yield dataset, name, seed
 
 
+def only_runs(cfg: dict, keep) -> dict:
+    """A copy of cfg whose experiment matrix and sweeps hold only the runs in `keep` ((dataset, method, seed)
+    triples): a method, sweep value or dataset without a kept run is left out, and each kept run name gets
+    its kept seeds as run_seeds. What the report of a set published in slices is built from."""
+    import copy
+
+    keep = set(keep)
+    out = copy.deepcopy(cfg)
+    out["run_seeds"] = {}
+    for d, exp in cfg["experiments"].items():
+        methods = []
+        for m in exp["methods"]:
+            kept = [s for s in seeds(cfg, d, m) if (d, m, s) in keep]
+            if kept:
+                methods.append(m)
+                out["run_seeds"][f"{d}/{m}"] = kept
+        if methods:
+            out["experiments"][d]["methods"] = methods
+        else:
+            del out["experiments"][d]
+    out["sweeps"] = []
+    for sw in cfg.get("sweeps", []):
+        values = []
+        for v in sw["values"]:
+            name = variant_name(sw["method"], sw["param"], v)
+            kept = [s for s in seeds(cfg, sw["dataset"], name) if (sw["dataset"], name, s) in keep]
+            if kept and sw["dataset"] in out["experiments"] and sw["method"] in out["experiments"][sw["dataset"]]["methods"]:
+                values.append(v)
+                out["run_seeds"][f"{sw['dataset']}/{name}"] = kept
+        if values:
+            out["sweeps"].append({**sw, "values": values})
+    return out
+
+
 def find_checkout(start: str | os.PathLike = ".") -> Path | None:
     """The project checkout at or above `start` (the folder holding the Snakefile and src/aalp), if any."""
     start = Path(start).resolve()

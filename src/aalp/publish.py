@@ -15,7 +15,8 @@ run file is missing or the folder would exceed `LIMIT_MB`.
 
 `publish DEST --add` publishes a long set in slices: it adds the set's finished runs (trained, evaluated and,
 where the set analyses them, analysed) to DEST, keeps the runs DEST already holds, and rebuilds DEST's report
-from all of them (`python -m aalp report` inside DEST; the runs not yet published show as missing). It
+from all of them (`python -m aalp report --finished-runs` inside DEST: the report of the set restricted to
+those runs, `config.only_runs`; the runs not yet published show as missing). It
 refuses, in one line and before copying anything, a DEST whose params.yaml differs, and runs whose recorded
 code hashes differ from the set's (a run with other params or other training, evaluation or analysis code
 belongs to another set).
@@ -183,7 +184,8 @@ def add_runs(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIM
             (tmp / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(base / f, tmp / f)
     # the report of every run published so far, built where a reader rebuilds it
-    r = subprocess.run([sys.executable, "-m", "aalp", "report"], cwd=tmp, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "aalp", "report", "--finished-runs"], cwd=tmp, capture_output=True,
+                       text=True)
     if r.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"publish --add: the report did not build: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
@@ -191,6 +193,7 @@ def add_runs(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIM
     everything = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     man = manifest(cfg, tmp, everything, runs_)
     man["code_hash"] = want
+    man["rebuild"] = "cd <this folder> && python -m aalp report --finished-runs"
     (tmp / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
     _swap_in(tmp, dest)
     return man

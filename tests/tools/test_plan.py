@@ -25,10 +25,10 @@ class FixedTimer(PL.Timer):
 def test_plan_arithmetic_worked_by_hand(ci_params):
     cfg = C.validate(copy.deepcopy(ci_params))
     rows = {(r["kind"], r["what"].split(" ")[0]): r for r in PL.plan(cfg, FixedTimer())}
-    # synthetic: 2000 training images, batch 32, 4 epochs -> 4 * 63 = 252 steps of 0.01 s; one probe batch an
+    # synthetic: 2000 training images, batch 32, 3 epochs -> 3 * 63 = 189 steps of 0.01 s; one probe batch an
     # epoch (200 samples, batch 256) of the 3-step training attack, a forward-backward (0.0003 s) a step
     raw = rows[("train", "synthetic/raw")]
-    assert raw["seconds_each"] == pytest.approx(252 * 0.01 + 4 * 3 * 0.0003)
+    assert raw["seconds_each"] == pytest.approx(189 * 0.01 + 3 * 3 * 0.0003)
     assert raw["count"] == 1 and rows[("train", "synthetic/alp")]["count"] == 2  # run_seeds: alp on seeds 0, 1
     # evaluate: 150 samples in 6 batches of 25, each attack step a forward-backward: fgsm 1 + pgd5 and pgd10 on
     # one shared trajectory 10 + cw10 10 + the training attack 3 = 24 * 0.0003 a batch; AutoAttack on 25 samples
@@ -37,10 +37,10 @@ def test_plan_arithmetic_worked_by_hand(ci_params):
     assert ev["seconds_each"] == pytest.approx(6 * 24 * 0.0003 + 0.0385)
     assert ev["count"] == 13  # 9 methods, 2 more seeds, 2 sweep values
     # analyze: contributions over 150 samples (1 forward batch of 256), the 3-step attack and Grad-CAM (2 fb);
-    # synthetic/aalp keeps 252 // 40 = 6 snapshots on each of its 2 seeds, shared over the 11 analysed runs
+    # synthetic/aalp keeps 189 // 40 = 4 snapshots on each of its 2 seeds, shared over the 11 analysed runs
     an = rows[("analyze", "synthetic")]
     one = 1 * 0.0001 + 3 * 0.0003 + 2 * 0.0003
-    assert an["count"] == 11 and an["seconds_each"] == pytest.approx(one * (1 + 12 / 11))
+    assert an["count"] == 11 and an["seconds_each"] == pytest.approx(one * (1 + 8 / 11))
     total = sum(r["count"] * r["seconds_each"] for r in rows.values() if r["kind"] != "report") / 3600
     assert PL.total_hours(list(rows.values())) == pytest.approx(total)
 
