@@ -108,6 +108,10 @@ def _check_references(cfg: dict, source: str) -> None:
                           f"evaluation.batch_size = {ev['batch_size']} (AutoAttack runs on whole batches)")
     methods = sorted(cfg["methods"])
     datasets = sorted(cfg["datasets"])
+    for m in ev.get("autoattack_methods") or []:
+        if m not in cfg["methods"]:
+            raise ConfigError(f"{source}: evaluation.autoattack_methods: unknown method {m!r}; allowed values: "
+                              f"{', '.join(methods)}")
     for name, exp in cfg["experiments"].items():
         if name not in cfg["datasets"]:
             raise ConfigError(f"{source}: experiments.{name} names an unknown dataset; allowed values: {', '.join(datasets)}")
@@ -207,6 +211,14 @@ class RunSpec:
     snapshots: bool = False  # keep checkpoints/step<N>.pt (training.checkpoint_runs)
 
 
+def eval_attacks(cfg: dict, dataset: str, method: str) -> list[str]:
+    """The evaluation attacks of one run: evaluation.attacks, without AutoAttack where
+    evaluation.autoattack_methods leaves out the run's (base) method."""
+    only = cfg["evaluation"].get("autoattack_methods")
+    keep_aa = only is None or base_method(cfg, dataset, method) in only
+    return [a for a in cfg["evaluation"]["attacks"] if keep_aa or a != "autoattack"]
+
+
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
     """The dataset's training attack with the method's overrides applied."""
     spec = dict(cfg["experiments"][dataset]["attack"])
@@ -279,31 +291,22 @@ def only_runs(cfg: dict, keep) -> dict:
     """A copy of cfg whose experiment matrix and sweeps hold only the runs in `keep` ((dataset, method, seed)
     triples): a method, sweep value or dataset without a kept run is left out, and each kept run name gets
     its kept seeds as run_seeds. What the report of a set published in slices is built from."""
-    import copy
+    keep, out = set(keep), copy.deepcopy(cfg)
+    out["run_seeds"], out["sweeps"] = {}, []
 
-    keep = set(keep)
-    out = copy.deepcopy(cfg)
-    out["run_seeds"] = {}
+    def kept(d, name):  # records the run's kept seeds; whether it has any
+        ss = [s for s in seeds(cfg, d, name) if (d, name, s) in keep]
+        if ss:
+            out["run_seeds"][f"{d}/{name}"] = ss
+        return bool(ss)
+
     for d, exp in cfg["experiments"].items():
-        methods = []
-        for m in exp["methods"]:
-            kept = [s for s in seeds(cfg, d, m) if (d, m, s) in keep]
-            if kept:
-                methods.append(m)
-                out["run_seeds"][f"{d}/{m}"] = kept
-        if methods:
-            out["experiments"][d]["methods"] = methods
-        else:
+        out["experiments"][d]["methods"] = [m for m in exp["methods"] if kept(d, m)]
+        if not out["experiments"][d]["methods"]:
             del out["experiments"][d]
-    out["sweeps"] = []
     for sw in cfg.get("sweeps", []):
-        values = []
-        for v in sw["values"]:
-            name = variant_name(sw["method"], sw["param"], v)
-            kept = [s for s in seeds(cfg, sw["dataset"], name) if (sw["dataset"], name, s) in keep]
-            if kept and sw["dataset"] in out["experiments"] and sw["method"] in out["experiments"][sw["dataset"]]["methods"]:
-                values.append(v)
-                out["run_seeds"][f"{sw['dataset']}/{name}"] = kept
+        base_kept = sw["method"] in out["experiments"].get(sw["dataset"], {}).get("methods", [])
+        values = [v for v in sw["values"] if base_kept and kept(sw["dataset"], variant_name(sw["method"], sw["param"], v))]
         if values:
             out["sweeps"].append({**sw, "values": values})
     return out

@@ -207,6 +207,20 @@ def test_evaluate_records_the_autoattack_component(tmp_path, monkeypatch):
     assert (sub.autoattack_pred[sub.autoattack_by == ""] == sub.label[sub.autoattack_by == ""]).all()
     counts = metrics["autoattack_by"]
     assert list(counts) == ["clean", *attacks.AUTOATTACK_COMPONENTS, "robust"] and sum(counts.values()) == 30
+
+    # evaluation.autoattack_methods leaving RAW out: the same records and accuracies, without AutoAttack's
+    cfg_no = C.validate({**p, "evaluation": {**p["evaluation"], "autoattack_methods": ["adv"]}})
+    assert C.eval_attacks(cfg_no, "synthetic", "raw") == ["fgsm", "pgd5", "cw5"]
+    torch.set_num_threads(1)
+    try:
+        (rd / "eval").rename(tmp_path / "eval_with_aa")
+        m_no = evaluation.evaluate(cfg_no, "synthetic", "raw", 0, rd)
+    finally:
+        torch.set_num_threads(threads)
+    r_no = pd.read_parquet(rd / "eval" / "records.parquet")
+    assert not [c for c in r_no.columns if c.startswith("autoattack")] and "autoattack_by" not in m_no
+    assert m_no["accuracy"] == {k: v for k, v in metrics["accuracy"].items() if k != "autoattack"}
+    pd.testing.assert_frame_equal(r_no, r[[c for c in r.columns if not c.startswith("autoattack")]])
     assert counts["robust"] == (sub.autoattack_by == "").sum()
     assert counts["robust"] == round(30 * metrics["accuracy"]["autoattack"] / 100)
     assert set(metrics["checks"]) == {"pgd_steps_increase", "cw_steps_increase", "pgd_above_fgsm",

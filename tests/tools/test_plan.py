@@ -44,6 +44,13 @@ def test_plan_arithmetic_worked_by_hand(ci_params):
     total = sum(r["count"] * r["seconds_each"] for r in rows.values() if r["kind"] != "report") / 3600
     assert PL.total_hours(list(rows.values())) == pytest.approx(total)
 
+    # evaluation.autoattack_methods: AutoAttack only for ALP and AALP (2 + 2 seeds, and AALP's 2 sweep values)
+    p = copy.deepcopy(ci_params)
+    p["evaluation"]["autoattack_methods"] = ["alp", "aalp"]
+    ev = [r for r in PL.plan(C.validate(p), FixedTimer()) if r["kind"] == "evaluate" and r["what"].startswith("synthetic ")]
+    assert [(r["count"], round(r["seconds_each"], 6)) for r in ev] == [(7, round(6 * 24 * 0.0003, 6)),
+                                                                       (6, round(6 * 24 * 0.0003 + 0.0385, 6))]
+
 
 def test_plan_counts_every_job_of_the_dag_and_times_for_real(ci_params, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data folder: the plan needs none

@@ -126,7 +126,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     run_dir = Path(run_dir)
     ecfg = cfg["evaluation"]
     exp = cfg["experiments"][dataset]
-    attacks = [EvalAttack.parse(a) for a in ecfg["attacks"]]
+    attacks = [EvalAttack.parse(a) for a in C.eval_attacks(cfg, dataset, method)]  # autoattack_methods applied
     train_atk = C.train_attack(cfg, dataset, C.base_method(cfg, dataset, method))  # a sweep run: its base's
     device = select_device(cfg["training"]["device"])
     amp = cfg["training"]["amp"]

@@ -158,28 +158,32 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         sec = steps * step_cache[key] + exp["epochs"] * probe
         rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec})
 
-    # evaluate: per dataset (the attacks do not depend on the method, except the training attack)
+    # evaluate: per dataset, attack list and training attack (the attacks do not depend on the method, except
+    # its training attack and whether evaluation.autoattack_methods gives it AutoAttack)
     aa_cache: dict = {}
     for d in cfg["experiments"]:
-        d_runs = [(m, s) for dd, m, s in runs if dd == d]
-        if not d_runs:
-            continue
+        by_attacks: Counter = Counter((tuple(C.eval_attacks(cfg, dd, m)), C.train_attack(cfg, dd, C.base_method(cfg, dd, m)).steps)
+                                      for dd, m, _ in runs if dd == d)
         _, n_test, _ = dataset_size(cfg, d)
         n = n_test if ecfg["n_samples"] is None else min(ecfg["n_samples"], n_test)
         n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
         bs = ecfg["batch_size"]
         batches, aa_batches = math.ceil(n / bs), math.ceil(n_aa / bs)
         f, fb = passes(d, bs)
-        per_batch = max(cfg["experiments"][d]["attack"]["steps"], 1) * fb  # the training attack
-        for g, members in attack_groups([EvalAttack.parse(a) for a in ecfg["attacks"]]).items():
-            if g == "autoattack":
-                s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
-                aa_cache[d] = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
-            else:  # fgsm: one forward-backward; PGD-k, CW-k: one shared trajectory of the largest k each
-                per_batch += max(max(a.steps for a in members), 1) * fb
-        sec = batches * per_batch + (aa_batches * aa_cache[d] if d in aa_cache else 0.0)
-        rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', AutoAttack as an upper bound' if d in aa_cache else ''})",
-                     "count": len(d_runs), "seconds_each": sec})
+        for (names, train_steps), count in by_attacks.items():
+            per_batch = max(train_steps, 1) * fb  # the run's training attack
+            aa = 0.0
+            for g, members in attack_groups([EvalAttack.parse(a) for a in names]).items():
+                if g == "autoattack":
+                    s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
+                    aa = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
+                    aa_cache[d] = aa
+                else:  # fgsm: one forward-backward; PGD-k, CW-k: one shared trajectory of the largest k each
+                    per_batch += max(max(a.steps for a in members), 1) * fb
+            sec = batches * per_batch + aa_batches * aa
+            what = "AutoAttack as an upper bound" if aa else ("no AutoAttack" if "autoattack" in ecfg["attacks"] else "")
+            rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', ' + what if what else ''})",
+                         "count": count, "seconds_each": sec})
 
     # analyze
     a = cfg.get("analysis", {})
