@@ -167,6 +167,6 @@ def pytest_collection_modifyitems(items):
     files are handed out in this order): the SLURM slice on one worker, the local Snakemake DAG on the other,
     then the DVC tests that start from the local run (each mostly one core: DVC runs one stage at a time),
     while the short test files fill the gaps."""
-    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc.py", "test_e2e_dvc_cam.py", "test_e2e_dvc_exp.py",
-             "test_e2e_dvc_remote.py", "test_e2e_deps.py")
+    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc_exp.py", "test_e2e_dvc.py", "test_e2e_dvc_cam.py",
+             "test_e2e_dvc_remote.py", "test_e2e_deps.py")  # the queued experiments (the longest tail) first
     items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))
