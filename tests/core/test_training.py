@@ -211,7 +211,8 @@ def test_augment_parameter_reaches_the_training_step(tiny, tmp_path):
 
 
 def _steps(cfg, method, n, **speed):
-    """Weights after n training steps on fixed batches, with the given speed options."""
+    """Weights after n training steps on fixed batches, with the given speed options (and the Trainer; its
+    per-step losses as tr.losses)."""
     spec = C.run_spec(cfg, "synthetic", method, 0)
     d = data.load_prepared(cfg["data"]["dir"], "synthetic")
     torch.manual_seed(0)
@@ -221,8 +222,7 @@ def _steps(cfg, method, n, **speed):
     tr = training.Trainer(spec, model, torch.device("cpu"), **{**training.speed_options(cfg["training"]), **speed})
     x = data.to_float(torch.from_numpy(d.train_x[:64]))
     y = torch.from_numpy(d.train_y[:64])
-    for i in range(n):
-        tr.step(x[32 * (i % 2):32 * (i % 2 + 1)], y[32 * (i % 2):32 * (i % 2 + 1)])
+    tr.losses = [tr.step(x[32 * (i % 2):32 * (i % 2 + 1)], y[32 * (i % 2):32 * (i % 2 + 1)])["loss"] for i in range(n)]
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, tr
 
 
@@ -270,17 +270,9 @@ def test_drop_last_keeps_every_step_the_same_shape(tiny, tmp_path):
 
 
 def _losses_and_weights(cfg, method, n, **speed):
-    """Losses of n training steps on fixed batches and the weights after them."""
-    from aalp.core import models
-
-    spec = C.run_spec(cfg, "synthetic", method, 0)
-    d = data.load_prepared(cfg["data"]["dir"], "synthetic")
-    torch.manual_seed(0)
-    model = models.build(spec.model, d.shape, d.manifest["mean"], d.manifest["std"])
-    tr = training.Trainer(spec, model, torch.device("cpu"), **{**training.speed_options(cfg["training"]), **speed})
-    x, y = data.to_float(torch.from_numpy(d.train_x[:64])), torch.from_numpy(d.train_y[:64])
-    losses = [tr.step(x[32 * (i % 2):32 * (i % 2 + 1)], y[32 * (i % 2):32 * (i % 2 + 1)])["loss"] for i in range(n)]
-    return torch.stack(losses), {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """Losses of n training steps on fixed batches and the weights after them (_steps)."""
+    weights, tr = _steps(cfg, method, n, **speed)
+    return torch.stack(tr.losses), weights
 
 
 @pytest.mark.parametrize("method", ["adv", "trades"])
