@@ -69,7 +69,11 @@ def cmd_report(cfg, args):
         done = finished_runs(cfg, Path("."))
         if not done:
             raise C.ConfigError("report --finished-runs: no run of this set is finished here")
+        total = len(list(C.runs(cfg)))
         cfg = C.only_runs(cfg, done)
+        if len(done) < total:  # said first on the front page, so the slice is not read as the whole set
+            cfg["description"] = (f"Published in slices: {len(done)} of this set's {total} runs are finished so far; "
+                                  "the others are missing from every table and figure. " + cfg.get("description", ""))
     if args.item:
         from .report.items import report_item
 
