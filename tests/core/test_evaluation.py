@@ -1,6 +1,7 @@
 import copy
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -294,3 +295,47 @@ def test_pgd_k_and_cw_k_records_are_separate_runs_from_the_groups_start(tiny_run
     assert sec["pgd5"] > 0 and sec["cw5"] > 0 and sec["pgd2"] == sec["pgd3"] == sec["cw2"] == 0.0
     metrics = json.loads((rd / "eval" / "metrics.json").read_text())
     assert sorted(metrics["accuracy"]) == sorted(["clean", *names])
+
+
+def test_an_interrupted_evaluation_resumes_at_the_next_batch_with_the_same_records(tiny_run, monkeypatch):
+    cfg, rd, _, _ = tiny_run  # 2 batches of 20; groups fgsm, pgd (shared), cw (shared), train
+    ref_dir = rd.parent / "ref"
+    ref_dir.mkdir()
+    shutil.copy(rd / "model.pt", ref_dir / "model.pt")
+    evaluation.evaluate(cfg, "synthetic", "raw", 0, ref_dir)  # uninterrupted
+    assert not (ref_dir / "eval" / "resume.pt").exists()
+
+    calls = []
+    real = evaluation.run_shared
+
+    def crash_in_second_batch(members, *a, **k):
+        calls.append(members[0].name)
+        if len(calls) == 3:  # batch 1 ran pgd and cw; the second batch's first shared group dies
+            raise KeyboardInterrupt
+        return real(members, *a, **k)
+
+    monkeypatch.setattr(evaluation, "run_shared", crash_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)
+    assert (rd / "eval" / "resume.pt").exists() and not (rd / "eval" / "records.parquet").exists()
+    calls.clear()
+    monkeypatch.setattr(evaluation, "run_shared", lambda members, *a, **k: calls.append(1) or real(members, *a, **k))
+    evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)
+    assert len(calls) == 2  # only the second batch's pgd and cw ran again
+    pd.testing.assert_frame_equal(pd.read_parquet(rd / "eval" / "records.parquet"),
+                                  pd.read_parquet(ref_dir / "eval" / "records.parquet"))
+    assert json.loads((rd / "eval" / "metrics.json").read_text()) == json.loads(
+        (ref_dir / "eval" / "metrics.json").read_text())
+    assert not (rd / "eval" / "resume.pt").exists()
+
+    # a resume point of other parameters is not continued: the run starts over
+    evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)  # no resume.pt: 2 batches again
+    monkeypatch.setattr(evaluation, "run_shared", crash_in_second_batch)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)
+    other = {**cfg, "evaluation": {**cfg["evaluation"], "cw_kappa": cfg["evaluation"]["cw_kappa"] + 1}}
+    calls.clear()
+    monkeypatch.setattr(evaluation, "run_shared", lambda members, *a, **k: calls.append(1) or real(members, *a, **k))
+    evaluation.evaluate(other, "synthetic", "raw", 0, rd)
+    assert len(calls) == 4

@@ -8,9 +8,14 @@ clean, '' if robust or beyond AutoAttack's subset). metrics.json: accuracies (pe
 share, the gradient-masking `checks` and `autoattack_by` (samples of the subset per component).
 All PGD-k attacks are read off one PGD trajectory of the largest k at step k, all CW-k off another.
 Definitions: docs/method.md#records, #consistency-sets and #gradient-masking-checks.
+An evaluation resumes: after every batch eval/resume.pt holds the records so far and the attack generators'
+states, so a rerun after an interruption continues with the next batch and writes the same records as an
+uninterrupted run (unless the model, parameters or code changed: then it starts over).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import sys
@@ -119,6 +124,15 @@ def sanity_checks(acc: dict[str, float], n: int | dict[str, int] | None = None, 
     return flags
 
 
+def _fingerprint(model_path: Path, ecfg: dict, *parts) -> str:
+    """What an evaluation's resume.pt must match to be continued: the model file's bytes, the evaluation
+    parameters and the other inputs that decide the records (attack names, sample counts, eps, step, training
+    attack, amp, device, code hash)."""
+    h = hashlib.sha256(Path(model_path).read_bytes())
+    h.update(json.dumps([ecfg, *parts], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
 def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path, code_hash: str | None = None) -> dict:
     """Attack the trained model of run_dir with the set's evaluation attacks into run_dir/eval/: records.parquet
     (one row per test sample), metrics.json (accuracies in percent, sanity checks) and eval.json (provenance,
@@ -159,8 +173,30 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     aa_by: list[str] = []  # per sample: the AutoAttack component that flipped it (attacks.autoattack's record)
     owner = {g: max(ms, key=lambda a: a.steps).name for g, ms in groups.items()} | {"train": "train"}
     bs = ecfg["batch_size"]
-    bar = tqdm(range(0, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10)
+    out = run_dir / "eval"
+    resume = out / "resume.pt"
+    fp = _fingerprint(run_dir / "model.pt", ecfg, names, n, n_aa, eps, step, vars(train_atk), amp, device, code_hash)
+    start = 0
+    if resume.exists():
+        st = torch.load(resume, map_location="cpu", weights_only=True)
+        if st.get("fingerprint") == fp:
+            start, aa_by, timings = st["next"], list(st["aa_by"]), dict(st["timings"])
+            cols = {k: [v.to(device)] for k, v in st["cols"].items()}
+            for g, state in st["gens"].items():
+                gens[g].set_state(state)
+            log.info("resuming from %s at sample %d of %d", resume, start, n)
+        else:
+            log.warning("ignoring %s: it was written for another model, parameters or code", resume)
+
+    def save_resume(next_sample: int) -> None:
+        state = {"fingerprint": fp, "next": next_sample, "aa_by": aa_by, "timings": timings,
+                 "cols": {k: torch.cat(v).cpu() for k, v in cols.items()},
+                 "gens": {g: gen.get_state() for g, gen in gens.items()}}
+        with atomic_path(resume) as tmp:
+            torch.save(state, tmp)
+
+    bar = tqdm(range(start, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
+               initial=start // bs, total=(n + bs - 1) // bs, mininterval=0.5 if sys.stderr.isatty() else 10)
     for i in bar:
         x, y = to_float(x_all[i:i + bs]), y_all[i:i + bs]
         with torch.no_grad(), autocast(device, amp):
@@ -204,6 +240,8 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                 cols[f"{a}_conf"].append(true_class_prob(la, y))
                 cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
                 cols[f"{a}_alp"].append(alp_pairing(lc, la))
+        if i + bs < n:
+            save_resume(i + bs)
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
@@ -228,7 +266,6 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     if "autoattack" in names:  # how many samples of the subset each component flipped ('robust': none did)
         counts = records.autoattack_by[records["sample"] < n_aa].replace("", "robust").value_counts()
         metrics["autoattack_by"] = {k: int(counts.get(k, 0)) for k in ("clean", *AUTOATTACK_COMPONENTS, "robust")}
-    out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "records.parquet") as tmp:
         records.to_parquet(tmp, index=False)
@@ -240,6 +277,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()},
                                              code_hash=code_hash))
     write_json(out / "metrics.json", metrics)
+    resume.unlink(missing_ok=True)
     fired = [k for k, v in metrics["checks"].items() if v]
     log.info("accuracy %s%s", " ".join(f"{k}={v:.2f}" for k, v in acc.items()),
              f" | sanity checks fired: {', '.join(fired)}" if fired else "")
