@@ -179,7 +179,16 @@ def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     print(f"screenshot: {tmp_path / 'index.png'}")
 
 
-def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
+@pytest.fixture(scope="module")
+def published_once(snakemake_run, tmp_path_factory):
+    """The whole set published at once (`python -m aalp publish DEST`): (DEST, its output). Read only: a test
+    that changes it works on a copy."""
+    _, work = snakemake_run
+    dest = tmp_path_factory.mktemp("published") / "results" / "ci"
+    return dest, run(f"python -m aalp publish {dest}", work).stdout
+
+
+def test_publish_and_rebuild_from_the_published_files(snakemake_run, published_once, tmp_path):
     """python -m aalp publish: result files and report without weights, a manifest that matches them, and a
     rebuild of every table from the published folder alone that equals the published tables byte for byte;
     a changed metric changes the rebuilt Table 2 (the comparison can fail)."""
@@ -189,7 +198,8 @@ def test_publish_and_rebuild_from_the_published_files(snakemake_run, tmp_path):
 
     _, work = snakemake_run
     dest = tmp_path / "results" / "ci"
-    out = run(f"python -m aalp publish {dest}", work).stdout
+    shutil.copytree(published_once[0], dest)
+    out = published_once[1]
     assert "published" in out and "reports/index.html" in out
     man = json.loads((dest / "manifest.json").read_text())
     assert P.check(dest) == [] and not list(dest.rglob("*.pt")) and (dest / "reports" / "index.html").is_file()
@@ -235,7 +245,7 @@ def _slice(work, dst, keep=None):
     return dst
 
 
-def test_publish_in_two_slices_equals_publishing_once(snakemake_run, tmp_path):
+def test_publish_in_two_slices_equals_publishing_once(snakemake_run, published_once, tmp_path):
     """publish --add: a set published in two slices has the same report numbers, pages and run files as the
     set published at once; the manifest lists per run its code hashes and device; a slice with another
     params.yaml, with runs of other code, or without recorded code hashes is refused in one line and leaves
@@ -245,8 +255,7 @@ def test_publish_in_two_slices_equals_publishing_once(snakemake_run, tmp_path):
     from aalp import publish as P
 
     _, work = snakemake_run
-    whole = tmp_path / "whole"
-    run(f"python -m aalp publish {whole}", work)
+    whole = published_once[0]
     man_whole = json.loads((whole / "manifest.json").read_text())
     first = {"runs/synthetic/raw/s0", "runs/synthetic/adv/s0", "runs/synthetic/alp/s0", "runs/synthetic/aalp/s0"}
     dest = tmp_path / "results" / "ci"
