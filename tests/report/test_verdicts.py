@@ -141,11 +141,15 @@ def test_fitted_epochs(epochs, fitted):
     assert V.fitted_epochs(cfg_of(epochs), "toy") == fitted
 
 
+def test_min_epochs_for_slope():
+    assert V.min_epochs_for_slope() == 5  # second_half(1..5) = [3, 4, 5]
+
+
 def test_slopes_are_untestable_with_fewer_than_three_fitted_epochs(tmp_path):
     root = write_report(tmp_path)
     few = V.verdicts(cfg_of(epochs=3), root)
     r = part(few, "alp_loss_diverges", "Inconsistent")
-    assert r.part_verdict == S.UNTESTABLE and r.verdict == S.UNTESTABLE and "2 epoch(s) of 3" in r.note
+    assert r.part_verdict == S.UNTESTABLE and r.verdict == S.UNTESTABLE and "3 epochs leave 2 in the fitted half" in r.note
     assert r.unit == V.SLOPE.text
     enough = V.verdicts(cfg_of(epochs=5), root)
     r = part(enough, "alp_loss_diverges", "Inconsistent")  # 0.1, 0.2, 0.3: [-0.048, 0.448]

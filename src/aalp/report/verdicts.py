@@ -50,8 +50,8 @@ BY_CONSTRUCTION_NOTE = ("not counted: the sets are defined by whether the true c
                         "of all classes; the difference is negative by construction")
 AALP_ALP_LOSS_NOTE = ("not counted: AALP multiplies each sample's ALP term by w_i = p(y|x) <= 1, lowering its weight "
                       "by design, so a higher unweighted ALP loss is expected and no evidence against AALP")
-CLEAN_CORRECT_NOTE = ("not counted: shown beside the share of all test samples, which is the paper's Table 4 "
-                      "(method page, Consistency sets)")
+CLEAN_CORRECT_NOTE = ("not counted: shown beside the share of all test samples, the reading of the paper's Table 4 "
+                      "(the paper's ALP shares lie below its own PGD accuracy; method page, Intervals and verdicts)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,14 @@ def fitted_epochs(cfg: dict, d: str) -> int:
     return len(second_half(range(1, int(cfg["experiments"][d]["epochs"]) + 1)))
 
 
+def min_epochs_for_slope() -> int:
+    """The fewest epochs whose fitted half (figdata.second_half) holds MIN_SLOPE_EPOCHS epochs."""
+    e = 1
+    while len(second_half(range(1, e + 1))) < MIN_SLOPE_EPOCHS:
+        e += 1
+    return e
+
+
 def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
     """One row per (claim, dataset, part), with the claim's combined verdict on that dataset (COLUMNS):
     unit, paper (the paper's value of the same quantity), mean, half (95% t half-width), n_seeds, sd, mde
@@ -186,8 +194,9 @@ def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
     for d, _ in models(cfg, "fig04"):
         k = fitted_epochs(cfg, d)
         testable = k >= MIN_SLOPE_EPOCHS
-        note = "" if testable else (f"untestable: the slope is fitted on {k} epoch(s) of {cfg['experiments'][d]['epochs']}"
-                                    f"; a slope over the second half needs at least {MIN_SLOPE_EPOCHS}")
+        note = "" if testable else (f"untestable: {cfg['experiments'][d]['epochs']} epochs leave {k} in the fitted half "
+                                    f"(a line through {k} points is one epoch's change); a slope needs at least "
+                                    f"{MIN_SLOPE_EPOCHS}, i.e. {min_epochs_for_slope()} epochs")
         for st, direction in (("inconsistent", +1), ("consistent", -1)):
             _part(rows, c, d, f"slope of the {st.capitalize()} set's ALP loss",
                   list(r.claim("fig04", d, "alp", f"alp_slope_{st}").values()), direction, SLOPE,
