@@ -12,6 +12,7 @@ def test_t_interval_three_seeds():
     assert (iv.mean, iv.n) == (2.0, 3)
     assert iv.half == pytest.approx(2.48414, abs=1e-4)
     assert iv.text() == "2 ± 2.5 (3 seeds)"
+    assert iv.sd == pytest.approx(1.0)
 
 
 def test_t_interval_two_seeds():
@@ -49,3 +50,39 @@ def test_combine():
     assert S.combine([S.HOLDS, S.INCONCLUSIVE]) == S.INCONCLUSIVE
     assert S.combine([S.HOLDS, S.FAILS]) == S.FAILS
     assert S.combine([]) == S.INCONCLUSIVE
+
+
+def test_mde_by_hand():
+    # n = 3: t(0.975, 2) = 0.95 / sqrt(2 * 0.975 * 0.025) = 4.30265, t(0.8, 2) = 0.6 / sqrt(2 * 0.8 * 0.2) = 1.06066
+    # (df = 2 has the closed form t_p = (2p - 1) / sqrt(2 p (1 - p))); sd = 1: (4.30265 + 1.06066) / sqrt(3) = 3.09651
+    assert S.mde(1.0, 3) == pytest.approx(3.09651, abs=1e-4)
+    # n = 5, sd = 2: t(0.975, 4) = 2.7764, t(0.8, 4) = 0.9410 (tables): 3.7174 * 2 / sqrt(5) = 3.3250
+    assert S.mde(2.0, 5) == pytest.approx(3.3250, abs=1e-3)
+    # linear in sd, and larger than the interval's half-width by (1 + t(0.8) / t(0.975))
+    iv = S.t_interval([1.0, 2.0, 3.0])
+    assert S.mde(iv.sd, iv.n) == pytest.approx(iv.half * (1 + 1.06066 / 4.30265), rel=1e-4)
+    assert math.isnan(S.mde(float("nan"), 1)) and math.isnan(S.mde(1.0, 1))
+
+
+def test_equivalence_needs_the_whole_interval_within_the_margin():
+    flat = S.t_interval([-0.2, 0.0, 0.2])  # 0 ± 4.30265 * 0.2 / sqrt(3) = 0 ± 0.4968
+    assert flat.half == pytest.approx(0.49683, abs=1e-4)
+    assert S.verdict(flat, +1, margin=1.0) == S.EQUIVALENT
+    assert S.verdict(flat, -1, margin=1.0) == S.EQUIVALENT
+    assert S.verdict(flat, +1, margin=0.4) == S.INCONCLUSIVE  # 0.4968 > 0.4
+    assert S.verdict(flat, +1) == S.INCONCLUSIVE  # no margin: equivalence not assessed
+    shifted = S.t_interval([0.4, 0.6, 0.8])  # 0.6 ± 0.4968: [0.103, 1.097] holds, whatever the margin
+    assert S.verdict(shifted, +1, margin=1.0) == S.HOLDS and S.verdict(shifted, -1, margin=1.0) == S.FAILS
+    wide = S.t_interval([-1.0, 0.0, 1.0])  # 0 ± 2.48: wider than a 1-point margin
+    assert S.verdict(wide, +1, margin=1.0) == S.INCONCLUSIVE
+    assert S.verdict(S.t_interval([0.1]), +1, margin=1.0) == S.INCONCLUSIVE  # one seed: no interval
+
+
+def test_combine_claim_rule():
+    assert S.combine([S.FAILS, S.UNTESTABLE]) == S.FAILS
+    assert S.combine([S.HOLDS, S.UNTESTABLE]) == S.UNTESTABLE
+    assert S.combine([S.UNTESTABLE, S.UNTESTABLE]) == S.UNTESTABLE
+    assert S.combine([S.INCONCLUSIVE, S.UNTESTABLE]) == S.UNTESTABLE
+    assert S.combine([S.EQUIVALENT, S.EQUIVALENT]) == S.EQUIVALENT
+    assert S.combine([S.HOLDS, S.EQUIVALENT]) == S.INCONCLUSIVE
+    assert S.combine([S.EQUIVALENT, S.INCONCLUSIVE]) == S.INCONCLUSIVE

@@ -25,7 +25,7 @@ from .claims import claims_dict, per_seed
 from .inputs import REPORT_NOTEBOOKS, needs as item_needs
 from .methodpage import choices, method_page
 from .pages import render_template
-from .verdicts import interval_text, missing_claims, verdicts
+from .verdicts import ACCURACY_MARGIN, MIN_SLOPE_EPOCHS, interval_text, missing_claims, resolution, verdicts
 
 RESOURCES = ["src/aalp/report/templates/index.html.j2"]
 PACKAGES = ["torch", "torchvision", "torchattacks", "captum", "numpy", "pandas", "scipy", "matplotlib", "papermill",
@@ -39,7 +39,8 @@ FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd"
 DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this many points
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
-VERDICT_CLASS = {S.HOLDS: "holds", S.FAILS: "fails", S.INCONCLUSIVE: "inconclusive"}
+VERDICT_CLASS = {S.HOLDS: "holds", S.FAILS: "fails", S.INCONCLUSIVE: "inconclusive", S.EQUIVALENT: "equivalent",
+                 S.UNTESTABLE: "untestable", S.BY_CONSTRUCTION: "construction"}
 
 
 def _num(x, fmt="{:.2f}") -> str:
@@ -48,24 +49,36 @@ def _num(x, fmt="{:.2f}") -> str:
 
 # ----------------------------------------------------------------------------- what each section shows
 def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> dict:
-    """The verdict table grouped by (claim, dataset), the claims without runs, and a one-line summary."""
+    """The verdict table grouped by (claim, dataset), each part with its unit, smallest detectable difference
+    (mde) and equivalence margin; the claims without runs; and a summary: the claim verdicts counted, how
+    many parts the seeds could not resolve, and the typical mde against the paper's claimed gains."""
     groups = []
     for (_, d), g in table.groupby(["claim_id", "dataset"], sort=False):
         v = g.verdict.iloc[0]
         first = g.iloc[0]
+        parts = []
+        for r in g.itertuples(index=False):
+            mde = "— (1 seed)" if r.n_seeds < 2 else _num(r.mde, "{:.2g}")
+            parts.append({"part": r.part, "want": "> 0" if r.direction > 0 else "< 0", "unit": r.unit,
+                          "paper": _num(r.paper, "{:+.3g}"), "cls": VERDICT_CLASS[r.part_verdict],
+                          "interval": interval_text(r._asdict()), "mde": mde,
+                          "margin": f"±{r.margin:g}" if r.margin == r.margin else "not assessed",
+                          "verdict": r.part_verdict, "counted": bool(r.counted),
+                          "note": r.note if isinstance(r.note, str) else ""})
         groups.append({"claim": first.claim, "item": first["item"], "dataset": d, "verdict": v,
-                       "cls": VERDICT_CLASS[v],
-                       "parts": [{"part": r.part, "want": "> 0" if r.direction > 0 else "< 0",
-                                  "paper": _num(r.paper, "{:+.3g}"), "cls": VERDICT_CLASS[r.part_verdict],
-                                  "interval": interval_text(r._asdict())} for r in g.itertuples(index=False)]})
+                       "cls": VERDICT_CLASS[v], "parts": parts})
     missing = [{"text": c.text, "item": c.item, "needs": needs.get(c.item) or "needs runs"}
                for c in missing_claims(cfg, table)]
     counts = table.drop_duplicates(["claim_id", "dataset"]).verdict.value_counts() if len(table) else pd.Series(dtype=int)
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE)) + " (claim × dataset)"
+    shown = [v for v in S.PART_VERDICTS if v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE) or counts.get(v, 0)]
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in shown) + " (claim × dataset)."
     if len(table) and (table.n_seeds <= 1).all():
-        summary += ". Every number here comes from one seed, so there is no interval and no verdict can be reached: " \
-                   "run more seeds (seeds, or run_seeds for single runs)"
-    return {"summary": summary + ".", "groups": groups, "missing": missing}
+        summary += " Every number here comes from one seed, so there is no interval, no smallest detectable " \
+                   "difference and no verdict can be reached: run more seeds (seeds, or run_seeds for single runs)."
+    elif len(table):
+        summary += " " + resolution(cfg, table)
+    return {"summary": summary, "groups": groups, "missing": missing,
+            "margin": f"{ACCURACY_MARGIN:g}", "min_slope_epochs": MIN_SLOPE_EPOCHS}
 
 
 def table2_section(cfg: dict, out_dir: Path) -> dict:

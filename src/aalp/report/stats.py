@@ -1,12 +1,22 @@
-"""Statistics over seeds: Student-t intervals, paired differences and the verdict on a claim.
+"""Statistics over seeds: Student-t intervals, paired differences, the smallest detectable difference and
+the verdict on a claim.
 
 A claim says a quantity moves in one direction (for example "AALP's PGD-10 accuracy minus ALP's, same
 seed, is > 0"). Over n seeds we take the mean of the per-seed values and its 95% Student-t interval,
-mean ± t(0.975, n-1) · sd / sqrt(n). The verdict:
+mean ± t(0.975, n-1) · sd / sqrt(n), in the quantity's own unit. A *part* (one such quantity) reads:
 
 - holds: the whole interval lies on the claimed side of 0;
 - does not hold: the whole interval lies on the other side;
-- inconclusive: the interval contains 0, or there is one seed (no interval).
+- no difference larger than the margin: the interval contains 0 and lies within [-margin, +margin]
+  (an equivalence verdict; only for units with a stated margin, see verdicts.MARGINS);
+- inconclusive: the interval contains 0 and is wider than the margin (or the unit has none), or there
+  is one seed (no interval);
+- untestable: the data cannot measure the quantity at all (e.g. a slope with too few epochs), whatever
+  the seeds;
+- holds by construction: true by definition, shown but never evidence.
+
+The smallest difference the seeds could detect (mde) is the paired-t approximation
+(t(1-alpha/2, n-1) + t(power, n-1)) · sd / sqrt(n), alpha = 0.05, power = 0.8.
 """
 from __future__ import annotations
 
@@ -16,6 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+EQUIVALENT = "no difference larger than the margin"
+UNTESTABLE = "untestable"
+BY_CONSTRUCTION = "holds by construction"
+PART_VERDICTS = (HOLDS, FAILS, EQUIVALENT, INCONCLUSIVE, UNTESTABLE, BY_CONSTRUCTION)
+
+CONFIDENCE = 0.95  # two-sided level of every interval (alpha = 0.05)
+POWER = 0.80  # the power at which mde() is the smallest detectable difference
 
 
 @dataclass(frozen=True)
@@ -23,6 +40,7 @@ class Interval:
     mean: float
     half: float  # half-width of the 95% interval; NaN with fewer than two values
     n: int
+    sd: float = math.nan  # sample standard deviation (ddof 1) of the values; NaN with fewer than two
 
     @property
     def lo(self) -> float:
@@ -41,8 +59,9 @@ class Interval:
         return f"{self.mean:.{digits}g} ± {self.half:.2g} ({self.n} seeds)"
 
 
-def t_interval(values, confidence: float = 0.95) -> Interval:
-    """Mean and half-width of the two-sided Student-t interval of the mean of `values` (NaNs dropped)."""
+def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
+    """Mean, half-width t(0.5 + confidence/2, n-1) · sd / sqrt(n) of the two-sided Student-t interval of
+    the mean, n and sd (ddof 1) of `values` (NaNs dropped), all in the values' unit."""
     from scipy import stats
 
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
@@ -51,8 +70,26 @@ def t_interval(values, confidence: float = 0.95) -> Interval:
         return Interval(math.nan, math.nan, 0)
     if n == 1:
         return Interval(float(v[0]), math.nan, 1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return Interval(float(v.mean()), half, n)
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+    return Interval(float(v.mean()), half, n, sd)
+
+
+def mde(sd: float, n: int, confidence: float = CONFIDENCE, power: float = POWER) -> float:
+    """Smallest true mean difference a two-sided paired t-test at level 1 - confidence detects with
+    probability `power`, from n paired values with standard deviation sd (same unit as sd):
+
+        mde = (t(1 - alpha/2, n-1) + t(power, n-1)) · sd / sqrt(n),   alpha = 1 - confidence.
+
+    The usual normal-approximation formula with Student-t quantiles (it ignores the chance of rejecting on
+    the wrong side, which is negligible at 80% power). NaN with fewer than two values (no sd, no test).
+    Example: n = 3, sd = 1: (4.3027 + 1.0607) / sqrt(3) = 3.0965."""
+    from scipy import stats
+
+    if n < 2 or sd is None or math.isnan(sd):
+        return math.nan
+    alpha = 1 - confidence
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
 
 
 def paired(a: dict, b: dict) -> list[float]:
@@ -60,27 +97,42 @@ def paired(a: dict, b: dict) -> list[float]:
     return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
-def verdict(iv: Interval, direction: int) -> str:
+def verdict(iv: Interval, direction: int, margin: float = math.nan) -> str:
     """HOLDS when the interval lies strictly on the side `direction` (+1: above 0, -1: below 0), FAILS when it
-    lies strictly on the other side, else INCONCLUSIVE (it contains 0, or one seed gives no interval)."""
+    lies strictly on the other side; otherwise (it contains 0) EQUIVALENT when it lies within
+    [-margin, +margin] (margin in the quantity's unit; NaN: equivalence not assessed), else INCONCLUSIVE.
+    One seed gives no interval: INCONCLUSIVE. A direction found is reported even when the effect is smaller
+    than the margin: the margin only tells "no difference" from "cannot tell"."""
     if iv.n < 2 or math.isnan(iv.half):
         return INCONCLUSIVE
-    lo, hi = iv.lo * direction, iv.hi * direction
-    if direction < 0:
-        lo, hi = hi, lo
+    lo, hi = (iv.lo, iv.hi) if direction > 0 else (-iv.hi, -iv.lo)  # the interval on the claimed axis
     if lo > 0:
         return HOLDS
     if hi < 0:
         return FAILS
+    if not math.isnan(margin) and -margin <= iv.lo and iv.hi <= margin:
+        return EQUIVALENT
     return INCONCLUSIVE
 
 
 def combine(verdicts: list[str]) -> str:
-    """One verdict for a claim made of parts that must all hold (e.g. one rises AND the other falls)."""
+    """One verdict for a claim from the verdicts of its *counted* parts (the parts that must all hold, e.g.
+    one rises AND the other falls), in this order:
+
+    1. does not hold, if any part does not hold;
+    2. holds, if every part holds;
+    3. untestable, if any part is untestable with the data at hand (more seeds would not settle it);
+    4. no difference larger than the margin, if every part reads so;
+    5. inconclusive otherwise (also with no counted part).
+    """
     if not verdicts:
         return INCONCLUSIVE
-    if all(v == HOLDS for v in verdicts):
-        return HOLDS
     if any(v == FAILS for v in verdicts):
         return FAILS
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    if any(v == UNTESTABLE for v in verdicts):
+        return UNTESTABLE
+    if all(v == EQUIVALENT for v in verdicts):
+        return EQUIVALENT
     return INCONCLUSIVE
