@@ -3,8 +3,6 @@ against the paper set's (the repository's root params.yaml). The front page list
 nobody reads a reduced preview as the paper's experiment."""
 from __future__ import annotations
 
-from fractions import Fraction
-
 import yaml
 
 from .. import config as C
@@ -30,10 +28,8 @@ def paper_params() -> dict | None:
 def _num(v) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
-    if isinstance(v, float) and 0 < v < 1:
-        f = Fraction(v).limit_denominator(255)
-        if f.denominator == 255 and abs(float(f) - v) < 1e-9:
-            return f"{v:.4g} ({f.numerator}/255)"
+    if isinstance(v, float) and 0 < v < 1 and round(v * 255) >= 1 and abs(round(v * 255) / 255 - v) < 1e-9:
+        return f"{v:.4g} ({round(v * 255)}/255)"  # a pixel step, as the paper writes it
     return f"{v:g}" if isinstance(v, float) else f"{v:,}"
 
 
