@@ -1,9 +1,12 @@
 """Open a report in a real headless browser (Debian's chromium through chromedriver, driven by selenium) and
 check it as a reader would: every link reachable from the front page resolves (files and #anchors), every
-image decodes (naturalWidth > 0), the console stays free of errors, and nothing is fetched from the network.
+image decodes (naturalWidth > 0), the console stays free of errors, nothing is fetched from the network, no
+page shows TeX as text (a `$` or a backslash command outside code: formulas must arrive as MathML), and in a
+1400-pixel window no table's right edge passes the column it sits in.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
@@ -11,6 +14,30 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+WINDOW = 1400  # the width a reader's window has in the checks (pixels)
+RAW_TEX = re.compile(r"\$|\\[A-Za-z]+")
+# the page's text outside code, pre, script, style and MathML: what a reader reads as prose
+VISIBLE_TEXT = """
+const skip = new Set(['CODE', 'PRE', 'SCRIPT', 'STYLE', 'MATH', 'TEXTAREA']);
+const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const out = [];
+for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+  let e = n.parentElement, shown = true;
+  for (; e; e = e.parentElement) if (skip.has(e.tagName.toUpperCase())) { shown = false; break; }
+  if (shown) out.push(n.nodeValue);
+}
+return out.join(' ');
+"""
+# every table whose right edge passes the content box of the element it sits in
+TABLES_PAST_COLUMN = """
+return Array.from(document.querySelectorAll('table')).map(t => {
+  const p = t.parentElement, box = p.getBoundingClientRect(), cs = getComputedStyle(p);
+  const column = box.right - parseFloat(cs.paddingRight) - parseFloat(cs.borderRightWidth);
+  const right = t.getBoundingClientRect().right;
+  const head = (t.rows.length ? t.rows[0].innerText : '').replace(/\\s+/g, ' ').slice(0, 60);
+  return right > column + 1 ? `table "${head}" ends at ${Math.round(right)} px, its column at ${Math.round(column)} px` : null;
+}).filter(x => x);
+"""
 
 
 def driver_or_skip():
@@ -26,7 +53,7 @@ def driver_or_skip():
         pytest.skip("no headless browser here: apt-get install chromium chromium-driver (.ci/run does)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000",
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={WINDOW},1000",
               "--allow-file-access-from-files"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -37,10 +64,16 @@ def _local(url: str) -> Path:
     return Path(unquote(urlparse(url).path))
 
 
+def raw_tex(text: str) -> list[str]:
+    """Each `$` or backslash command in `text`, with a little context."""
+    return [text[max(0, m.start() - 25):m.end() + 25].replace("\n", " ") for m in RAW_TEX.finditer(text)]
+
+
 def check_site(index: Path, screenshot: Path) -> dict:
     """Visit index.html and every local page it links (transitively); return {'pages', 'problems'}.
     Saves a full-page screenshot of the index."""
     driver = driver_or_skip()
+    driver.set_window_size(WINDOW, 1000)
     problems: list[str] = []
     anchors: dict[str, set[str]] = {}  # page url -> ids other pages link to
     ids_by_page: dict[str, set[str]] = {}
@@ -66,6 +99,10 @@ def check_site(index: Path, screenshot: Path) -> dict:
                 "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('file:') "
                 "&& !n.startsWith('data:'))")
             problems += [f"network fetch from {path.name}: {r}" for r in remote]
+            tex = raw_tex(driver.execute_script(VISIBLE_TEXT))
+            problems += [f"TeX shown as text on {path.name} ({len(tex)}x): {t!r}" for t in tex[:3]]
+            problems += [f"{path.name} does not fit a {WINDOW}-pixel window: {t}"
+                         for t in driver.execute_script(TABLES_PAST_COLUMN)]
             for entry in driver.get_log("browser"):
                 if entry["level"] == "SEVERE":
                     problems.append(f"console error on {path.name}: {entry['message']}")
@@ -79,9 +116,9 @@ def check_site(index: Path, screenshot: Path) -> dict:
                 queue.append(base)
             if url == index.resolve().as_uri():
                 height = driver.execute_script("return document.documentElement.scrollHeight")
-                driver.set_window_size(1280, min(int(height) + 50, 16000))
+                driver.set_window_size(WINDOW, min(int(height) + 50, 16000))
                 driver.save_screenshot(str(screenshot))
-                driver.set_window_size(1280, 1000)
+                driver.set_window_size(WINDOW, 1000)
             ids_by_page[url] = ids
         for url, wanted in anchors.items():
             have = ids_by_page.get(url)

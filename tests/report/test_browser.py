@@ -20,7 +20,10 @@ def test_a_clean_site_passes_and_every_defect_is_named(tmp_path):
     good = tmp_path / "good"
     good.mkdir()
     _png(good / "ok.png")
-    (good / "index.html").write_text('<html><body><img src="ok.png"><a href="b.html#sec">b</a></body></html>')
+    (good / "index.html").write_text(
+        '<html><body style="max-width:1200px"><img src="ok.png"><a href="b.html#sec">b</a>'
+        '<p>costs <code>$HOME/\\lambda</code>, <math><mi>λ</mi></math></p>'
+        '<table><tr><td style="width:1100px">fits</td></tr></table></body></html>')
     (good / "b.html").write_text('<html><body><h2 id="sec">s</h2><a href="index.html">back</a></body></html>')
     r = check_site(good / "index.html", tmp_path / "good.png")
     assert r["problems"] == [] and len(r["pages"]) == 2
@@ -31,11 +34,104 @@ def test_a_clean_site_passes_and_every_defect_is_named(tmp_path):
     (bad / "broken.png").write_bytes(b"not a png")
     (bad / "index.html").write_text(
         '<html><body><img src="broken.png"><a href="missing.html">x</a><a href="b.html#nowhere">y</a>'
-        '<script>console.error("boom")</script><img src="http://127.0.0.1:9/remote.png"></body></html>')
-    (bad / "b.html").write_text("<html><body>b</body></html>")
+        '<script>console.error("boom")</script><img src="http://127.0.0.1:9/remote.png">'
+        '<p>weighted by $\\lambda$ and \\beta</p></body></html>')
+    (bad / "b.html").write_text('<html><body style="max-width:1200px;margin:0 auto"><table><tr><th>a wide one</th>'
+                                '<td style="min-width:1250px">x</td></tr></table></body></html>')
     problems = "\n".join(check_site(bad / "index.html", tmp_path / "bad.png")["problems"])
     assert "image does not decode on index.html" in problems and "broken.png" in problems
     assert "broken link" in problems and "missing.html" in problems
     assert "missing anchor #nowhere on b.html" in problems
     assert "console error on index.html" in problems and "boom" in problems
     assert "network fetch from index.html: http://127.0.0.1:9/remote.png" in problems
+    assert "TeX shown as text on index.html (4x)" in problems and "weighted by $" in problems
+    assert "b.html does not fit a 1400-pixel window: table \"a wide one" in problems
+
+
+def test_the_window_is_1400_pixels_wide(tmp_path):
+    """The layout check measures what a reader with a 1400-pixel window sees."""
+    (tmp_path / "index.html").write_text(
+        '<html><body><p id="w"></p><script>document.getElementById("w").id = "w" + window.innerWidth</script>'
+        '<a href="index.html#w1400">self</a></body></html>')
+    assert check_site(tmp_path / "index.html", tmp_path / "s.png")["problems"] == []
+
+
+def test_the_method_page_shows_formulas_not_tex(tmp_path):
+    """docs/method.md in a browser: every formula arrives as MathML, none as `$...$` or backslash commands,
+    and its tables fit the window."""
+    from aalp.report.methodpage import method_page
+
+    (tmp_path / "index.html").write_text('<html><body><a href="method.html">method</a></body></html>')
+    (tmp_path / "method.html").write_text(method_page())
+    r = check_site(tmp_path / "index.html", tmp_path / "s.png")
+    assert not r["problems"], "\n".join(r["problems"])
+    assert [p.name for p in r["pages"]] == ["index.html", "method.html"]
+    assert (tmp_path / "method.html").read_text().count("<math") > 150
+
+
+def _published_set(tmp_path):
+    """results/fashion_cpu (a published set: run files and report) copied, its tables and front page rebuilt
+    with this checkout's report code and its figure pages re-made from their executed notebooks."""
+    import os
+    import shutil
+
+    import nbformat
+
+    from aalp import config as C
+    from aalp.layout import TITLES
+    from aalp.report.frontpage import report_index
+    from aalp.report.items import report_item
+    from aalp.report.render import notebook_page
+
+    root = tmp_path / "fashion_cpu"
+    shutil.copytree(C.REPO_ROOT / "results" / "fashion_cpu", root)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        cfg = C.load("params.yaml")
+        for t in ("table1", "table2", "table3", "table4"):
+            report_item(cfg, t, "reports")
+        for nb in sorted((root / "reports" / "notebooks").glob("fig*.ipynb")):
+            (root / "reports" / f"{nb.stem}.html").write_text(notebook_page(TITLES[nb.stem], nbformat.read(nb, 4)))
+        report_index(cfg, "reports")
+    finally:
+        os.chdir(old)
+    return root / "reports"
+
+
+def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
+    """The Fashion-MNIST CPU set, every page: no TeX as text (the method page, Fig. 1's `$c_j$`), no table
+    past its column (Table 2 on the front page once cut off its AutoAttack column), and the pages say what
+    the paper has no number for, how many samples AutoAttack saw and where the set departs from the paper."""
+    import re
+
+    import pandas as pd
+    from scipy import stats
+
+    reports = _published_set(tmp_path)
+    r = check_site(reports / "index.html", tmp_path / "index.png")
+    assert not r["problems"], "\n".join(r["problems"])
+    assert len(r["pages"]) == 17
+    index = (reports / "index.html").read_text()
+    deviations = index.split('id="protocol"')[1].split('id="verdicts"')[0]
+    for row in ("<td>learning rate</td><td>fashion_mnist</td><td>0.001</td><td>0.0001</td>",
+                "<td>epochs</td><td>fashion_mnist</td><td>2</td><td>84</td>",
+                "<td>training attack</td><td>fashion_mnist: every method</td><td>PGD-5, eps 0.1, step 0.025</td>"
+                "<td>PGD-40, eps 0.3, step 0.01</td>", "<td>dataset stand-in</td>"):
+        assert row in deviations, row
+    assert "autoattack (100 of 500 samples)" in index and "(100 of 500 samples)" in (reports / "table2.html").read_text()
+    table2 = index.split('id="table2"')[1].split('id="figures"')[0]
+    for page in ("table1", "table2", "table3", "table4"):
+        html = (reports / f"{page}.html").read_text()
+        for text in (html, table2):
+            assert "has no numbers for fashion_mnist" in text and "95% Student-t interval" in text, page
+            assert not re.search(r">paper( T2| T3| ALP)?</th>", text), page
+    # every ± is the 95% t half-width, never the standard deviation
+    t2 = pd.read_csv(reports / "tables" / "table2.csv")
+    raw = t2[(t2.method == "raw") & (t2.metric == "clean")].iloc[0]
+    values = [float(v) for v in raw["values"].split(";")]
+    half = stats.t.ppf(0.975, len(values) - 1) * pd.Series(values).std() / len(values) ** 0.5
+    cell = f"{sum(values) / len(values):.2f} ± {half:.2f}"
+    assert f"{raw.ours_std:.2f}" != f"{half:.2f}"
+    for page in ("index", "table2", "table3"):
+        assert cell in re.sub(r"\s+", " ", (reports / f"{page}.html").read_text()), (page, cell)

@@ -25,6 +25,8 @@ from .claims import claims_dict, per_seed
 from .inputs import REPORT_NOTEBOOKS, needs as item_needs
 from .methodpage import choices, method_page
 from .pages import render_template
+from .protocol import deviations
+from .units import UNITS, metric_label, no_paper_text, sample_counts
 from .verdicts import ACCURACY_MARGIN, MIN_SLOPE_EPOCHS, interval_text, missing_claims, resolution, verdicts
 
 RESOURCES = ["src/aalp/report/templates/index.html.j2"]
@@ -82,31 +84,44 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> di
 
 
 def table2_section(cfg: dict, out_dir: Path) -> dict:
-    """Table 2 cells (mean ± 95% half-width over seeds, the paper's number and the difference) and the
-    gradient-masking checks that fired."""
+    """Table 2, one block of rows per dataset: each cell the mean ± 95% t half-width over seeds (n per row,
+    or per cell where a row's cells differ), the paper's number and the difference; the sample count in the
+    heading of a column measured on fewer samples (AutoAttack); the sentence that replaces the paper's
+    numbers on a dataset the paper did not use; and the gradient-masking checks that fired."""
     t = pd.read_csv(out_dir / "tables" / "table2.csv")
     checks = pd.read_csv(out_dir / "tables" / "table2_checks.csv")
     metrics = [m for m in ["clean", *cfg["evaluation"]["attacks"]] if m in set(t.metric)]
-    rows = []
-    for (d, m), g in t.groupby(["dataset", "method"], sort=False):
-        cells = []
-        for metric in metrics:
-            r = g[g.metric == metric]
-            if r.empty:
-                cells.append(None)
-                continue
-            r = r.iloc[0]
-            iv = S.t_interval(list(per_seed(r).values()))
-            cell = {"ours": f"{iv.mean:.2f} ± {iv.half:.2f} (n={iv.n})" if iv.n > 1 else f"{iv.mean:.2f} (n=1)",
-                    "paper": None}
-            paper = r["paper"]
-            if isinstance(paper, float) and not math.isnan(paper):
-                delta = iv.mean - paper
-                cell.update(paper=f"{paper:.2f}", delta=f"{delta:+.2f}", far=abs(delta) > DIFF_POINTS)
-            cells.append(cell)
-        rows.append({"dataset": d, "method": m, "cells": cells})
+    t = t[t.metric.isin(metrics)]
+    counts = sample_counts(t)
+    datasets = []
+    for d, gd in t.groupby("dataset", sort=False):
+        rows = []
+        for m, g in gd.groupby("method", sort=False):
+            cells, ns = [], set()
+            for metric in metrics:
+                r = g[g.metric == metric]
+                if r.empty:
+                    cells.append(None)
+                    continue
+                r = r.iloc[0]
+                iv = S.t_interval(list(per_seed(r).values()))
+                ns.add(iv.n)
+                cell = {"ours": f"{iv.mean:.2f} ± {iv.half:.2f}" if iv.n > 1 else f"{iv.mean:.2f}", "n": iv.n,
+                        "paper": None}
+                paper = r["paper"]
+                if isinstance(paper, float) and not math.isnan(paper):
+                    delta = iv.mean - paper
+                    cell.update(paper=f"{paper:.2f}", delta=f"{delta:+.2f}".replace("-", "−"),
+                                far=abs(delta) > DIFF_POINTS)
+                cells.append(cell)
+            rows.append({"method": m, "n": ns.pop() if len(ns) == 1 else None, "cells": cells})
+        source = gd.source.iloc[0]
+        has_paper = gd.paper.notna().any()
+        datasets.append({"name": d, "source": source, "model": gd.model.iloc[0], "rows": rows,
+                         "no_paper": None if has_paper else no_paper_text(d, source, "table2")})
     fired = checks[checks.fired.astype(bool)] if len(checks) else checks
-    return {"metrics": metrics, "rows": rows, "diff_points": f"{DIFF_POINTS:g}", "n_checks": len(checks),
+    return {"metrics": [metric_label(m, counts) for m in metrics], "datasets": datasets, "units": UNITS,
+            "diff_points": f"{DIFF_POINTS:g}", "n_checks": len(checks),
             "fired": [f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}"
                       for r in fired.itertuples()]}
 
@@ -155,7 +170,8 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
         "index.html.j2", title=f"AALP report ({cfg['profile']})", back=False, profile=cfg["profile"],
         description=cfg.get("description"), seeds=list(cfg["seeds"]),
         datasets=[{"name": d, "model": e["model"], "n_methods": len(e["methods"])} for d, e in cfg["experiments"].items()],
-        verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir), fig05_note=FIG05_NOTE,
+        deviations=deviations(cfg), verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir),
+        fig05_note=FIG05_NOTE,
         tiles=tiles(table, needs), runs=runs(cfg), choices=choices(cfg), packages=versions())
     with atomic_path(out_dir / "tables" / "verdicts.csv") as tmp:
         table.to_csv(tmp, index=False)

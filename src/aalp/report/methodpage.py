@@ -6,6 +6,7 @@ import json
 import re
 
 from .. import config as C
+from .maths import markdown_html
 from .pages import page
 
 RESOURCES = ["docs/method.md"]
@@ -63,10 +64,8 @@ def _slug(heading: str) -> str:
 
 
 def method_page() -> str:
-    """docs/method.md as a standalone page, headings with the same anchors as on GitHub."""
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark").enable("table").render(METHOD_PAGE.read_text())
+    """docs/method.md as a standalone page, headings with the same anchors as on GitHub, formulas as MathML."""
+    body = markdown_html(METHOD_PAGE.read_text())
     body = re.sub(r"<h([1-6])>(.*?)</h\1>", lambda m: f'<h{m[1]} id="{_slug(m[2])}">{m[2]}</h{m[1]}>', body)
     body = re.sub(r'href="(?:\.\./)?docs/method\.md#', 'href="#', body)
     body = re.sub(r'href="method\.md#', 'href="#', body)

@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import config as C
 from ..artifacts import atomic_path
 from ..layout import TITLES
+from .maths import maths_in_html
 from .pages import page
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,19 @@ def execute(src: Path, dst: Path, parameters: dict) -> None:
                             log_output=False)
 
 
+def notebook_page(title: str, nb) -> str:
+    """An executed notebook as a report page: its outputs (code hidden), the formulas of its Markdown
+    outputs as MathML (nbconvert leaves them as `$...$` for MathJax, which a self-contained page lacks)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="basic", exclude_input=True).from_notebook_node(nb)
+    return page(title, maths_in_html(body))
+
+
 def render(notebook: str, out_dir: Path, parameters: dict) -> None:
     """Execute notebooks/<notebook>.ipynb (execute) into out_dir/notebooks/ and convert it to
     out_dir/<notebook>.html (code hidden)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     src = C.REPO_ROOT / "notebooks" / f"{notebook}.ipynb"
     out_dir = Path(out_dir)
@@ -73,7 +82,6 @@ def render(notebook: str, out_dir: Path, parameters: dict) -> None:
     with atomic_path(out_dir / "notebooks" / f"{notebook}.ipynb") as tmp_nb:
         execute(src, tmp_nb, parameters)
         nb = nbformat.read(tmp_nb, as_version=4)
-        body, _ = HTMLExporter(template_name="basic", exclude_input=True).from_notebook_node(nb)
         with atomic_path(out_dir / f"{notebook}.html") as tmp_html:
-            tmp_html.write_text(page(TITLES[notebook], body))
+            tmp_html.write_text(notebook_page(TITLES[notebook], nb))
     log.info("rendered %s", out_dir / f"{notebook}.html")

@@ -17,25 +17,32 @@ TABLE1_METRICS = {  # paper/table1_consistency.csv column -> (records column, sc
 }
 
 
+# ----------------------------------------------------------------------------- the tables
 def collect_metrics(cfg: dict) -> pd.DataFrame:
     """Long table of every run's accuracies (the main matrix; sweep runs are Fig. 6's): dataset, source,
-    method, seed, metric, value (percent)."""
+    method, seed, metric, value (percent), n_samples (the test samples that accuracy is measured on:
+    metrics.json's n_samples_autoattack for AutoAttack, n_samples for the others)."""
     rows = []
     for d, m, s in C.runs(cfg, sweeps=False):
         met = load_json(metrics_path(d, m, s))
         for metric, v in met["accuracy"].items():
+            n = met.get("n_samples_autoattack" if metric == "autoattack" else "n_samples", met.get("n_samples"))
             rows.append({"dataset": d, "source": cfg["datasets"][d]["source"], "method": m, "seed": s,
-                         "metric": metric, "value": v})
-    return frame(rows, ["dataset", "source", "method", "seed", "metric", "value"])
+                         "metric": metric, "value": v, "n_samples": n})
+    return frame(rows, ["dataset", "source", "method", "seed", "metric", "value", "n_samples"])
 
 
 def table2(cfg: dict, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Our accuracies (mean and std over seeds) beside the paper's where the paper has the same dataset,
-    method and attack. Columns: dataset, source, model, method, metric, ours_mean, ours_std, n_seeds, paper."""
+    method and attack. Columns: dataset, source, model, method, metric, ours_mean, ours_std, n_seeds,
+    n_samples (test samples per accuracy, the most over seeds), paper, seeds, values."""
     runs = collect_metrics(cfg) if runs is None else runs
+    if "n_samples" not in runs:
+        runs = runs.assign(n_samples=float("nan"))
     keys = ["dataset", "source", "method", "metric"]
-    g = runs.groupby(keys, sort=False)["value"]
-    ours = with_seeds(g.agg(ours_mean="mean", ours_std="std", n_seeds="count").reset_index(), runs, keys)
+    g = runs.groupby(keys, sort=False)
+    ours = g["value"].agg(ours_mean="mean", ours_std="std", n_seeds="count").join(g["n_samples"].max()).reset_index()
+    ours = with_seeds(ours, runs, keys)
     ours["ours_std"] = ours["ours_std"].fillna(0.0)
     ours["model"] = ours["dataset"].map({d: e["model"] for d, e in cfg["experiments"].items()})
     paper = paper_table2().rename(columns={"dataset": "source"})
@@ -44,8 +51,8 @@ def table2(cfg: dict, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     out = out.sort_values("metric", key=lambda s: s.map(order), kind="stable")
     out = out.sort_values(["dataset", "method"], key=lambda s: s.map({v: i for i, v in enumerate(dict.fromkeys(s))}),
                           kind="stable")
-    return out[["dataset", "source", "model", "method", "metric", "ours_mean", "ours_std", "n_seeds", "paper", "seeds",
-                "values"]]
+    return out[["dataset", "source", "model", "method", "metric", "ours_mean", "ours_std", "n_seeds", "n_samples", "paper",
+                "seeds", "values"]]
 
 
 def sanity_table(cfg: dict) -> pd.DataFrame:

@@ -1,0 +1,106 @@
+"""The report's pages without runs: formulas as MathML (aalp.report.maths)."""
+import html
+
+import numpy as np
+import pytest
+
+from aalp.report import maths
+
+
+def test_a_formula_becomes_mathml():
+    out = maths.mathml(r"\lambda\,\frac{1}{B}", display=True)
+    assert out.startswith("<math") and 'display="block"' in out and "λ" in html.unescape(out) and "<mfrac>" in out
+
+
+def test_tex_the_converter_leaves_as_text_is_an_error():
+    """latex2mathml passes `\\big\\Vert` through as text: that must stop the page, not reach the reader."""
+    with pytest.raises(maths.TexError, match=r"\\Vert"):
+        maths.mathml(r"a \,\big\Vert\, b")
+    with pytest.raises(maths.TexError):
+        maths.mathml(r"\frac{1}{")
+
+
+def test_markdown_does_not_mangle_maths():
+    """`_` is no emphasis, `\\,` stays a thin space, and a `+ \\lambda` line of a displayed formula is no
+    list item."""
+    out = maths.markdown_html("Term $a_i b_j$ and `x_1`:\n\n$$\\mathcal{L} = a\\,b\n+ \\lambda c$$\n")
+    assert "<em>" not in out and "<li>" not in out and "$" not in out and "\\" not in out
+    assert out.count("<math") == 2 and "<code>x_1</code>" in out and 'width="0.167em"' in out
+
+
+def test_maths_in_html_converts_text_and_leaves_code():
+    body = '<p>Contribution $c_j$ of &lt;h&gt;</p><pre>cost $5 $HOME</pre><code>$x$</code><p>$$a &amp; b$$</p>'
+    out = maths.maths_in_html(body)
+    assert out.count("<math") == 2 and "<pre>cost $5 $HOME</pre><code>$x$</code>" in out
+    assert "<p>Contribution <math" in out and "of &lt;h&gt;</p>" in out
+
+
+# ----------------------------------------------------------------------------- the paper's protocol
+def _paper():
+    from aalp.report.protocol import paper_params
+
+    return paper_params()
+
+
+def _rows(cfg):
+    from aalp.report.protocol import deviations
+
+    return {(r["setting"], r["scope"]): (r["here"], r["paper"]) for r in deviations(cfg, _paper())}
+
+
+def test_the_paper_set_departs_from_nothing():
+    assert _rows(_paper()) == {}
+
+
+def test_departures_follow_the_parameters():
+    """Each row comes from a difference of the params, so changing one setting adds exactly its row (and a
+    method's attack override only where it changes that dataset's attack: CIFAR-10 already uses 7 steps)."""
+    import copy
+
+    cfg = copy.deepcopy(_paper())
+    cfg["experiments"]["svhn"]["lr"] = 5e-3
+    cfg["experiments"]["mnist"]["attack"]["eps"] = 0.1
+    cfg["methods"]["aalp"]["attack"] = {"steps": 7}
+    cfg["evaluation"]["n_samples"] = 1000
+    assert _rows(cfg) == {
+        ("learning rate", "svhn"): ("0.005", "0.0001"),
+        ("training attack", "mnist: raw, adv, alp, trades, alp_gd, alp_aw"): ("PGD-40, eps 0.1, step 0.01",
+                                                                               "PGD-40, eps 0.3, step 0.01"),
+        ("training attack", "mnist: aalp"): ("PGD-7, eps 0.1, step 0.01", "PGD-40, eps 0.3, step 0.01"),
+        ("training attack", "svhn: aalp"): ("PGD-7, eps 0.04706 (12/255), step 0.01176 (3/255)",
+                                            "PGD-10, eps 0.04706 (12/255), step 0.01176 (3/255)"),
+        ("test samples attacked", ""): ("1,000", "the whole test set"),
+    }
+
+
+def test_a_stand_in_dataset_is_compared_with_the_paper_dataset_of_its_model():
+    from aalp import config as C
+
+    rows = _rows(C.load(C.REPO_ROOT / "results" / "fashion_cpu" / "params.yaml"))
+    assert rows[("dataset stand-in", "fashion_mnist")][0] == "fashion_mnist"
+    assert rows[("dataset stand-in", "fashion_mnist")][1].startswith("mnist")
+    assert rows[("epochs", "fashion_mnist")] == ("2", "84")
+    assert rows[("learning rate", "fashion_mnist")] == ("0.001", "0.0001")
+    assert rows[("training images", "fashion_mnist")] == ("10,000", "the whole training set")
+    assert rows[("AutoAttack samples", "")] == ("100", "every attacked sample")
+
+
+# ----------------------------------------------------------------------------- units
+def test_ours_is_the_95_percent_t_half_width_with_n():
+    from scipy import stats
+
+    from aalp.report.units import ours_text
+
+    v = [88.8, 87.2, 90.2]
+    m, sd = sum(v) / 3, float(np.std(v, ddof=1))
+    assert ours_text(m, sd, 3) == f"{m:.2f} ± {stats.t.ppf(0.975, 2) * sd / 3 ** 0.5:.2f} (n=3)" == "88.73 ± 3.73 (n=3)"
+    assert ours_text(88.8, 0.0, 1) == "88.80 (n=1)" and ours_text(float("nan"), 0, 0) == ""
+
+
+def test_a_column_on_fewer_samples_says_how_many():
+    from aalp.report.units import metric_label
+
+    counts = {"clean": 500, "fgsm": 500, "pgd10": 500, "autoattack": 100}
+    assert metric_label("autoattack", counts) == "autoattack (100 of 500 samples)"
+    assert metric_label("pgd10", counts) == "pgd10"
+    assert metric_label("autoattack", {**counts, "autoattack": 500}) == "autoattack"
