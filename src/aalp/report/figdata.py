@@ -9,7 +9,7 @@ from ..core.sets import consistency_sets
 from ..layout import run_dir
 from .claims import claims_frame, frame
 from .inputs import (CKPT_CLAIMS, SETS, analysis_path, attack_columns, checkpoint_runs, load_csv, load_json, load_npz,
-                     load_parquet, metrics_path, models, records_path, seeds, sweep_runs)
+                     load_parquet, metrics_path, models, records_path, seeds, sweep_bases, sweep_runs)
 
 def active_features(c) -> int:
     """Active features: those with a nonzero contribution c_j > 0 on the analysed samples (a feature whose
@@ -198,19 +198,14 @@ def training_curves(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def sweep_accuracy(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fig. 6: accuracy (metrics.json) of every sweep run against the swept value, for attack_columns(), and of
-    the swept method itself at its own value (e.g. aalp at lambda 0.5; base True) where the dataset runs it
-    and the sweep does not already hold that value.
+    the swept method itself at its own value (sweep_bases(): e.g. aalp at lambda 0.5; base True).
     data: dataset, method (the swept base method), param, value, run, base, seed, metric, accuracy.
     Claims: per sweep run (method = the run name, e.g. aalp_lambda0p25), claim = the metric (the base run's
     accuracies are Table 2's)."""
     rows, claims = [], []
     metrics = attack_columns(cfg)
-    runs = [(d, base, p, run, v, False) for d, base, p, run, v in sweep_runs(cfg)]
-    for d, base, p in dict.fromkeys((d, base, p) for d, base, p, *_ in runs):
-        v = cfg["methods"][base].get(p)
-        swept = {r[4] for r in runs if r[:3] == (d, base, p)}
-        if v is not None and base in cfg["experiments"][d]["methods"] and float(v) not in swept:
-            runs.append((d, base, p, base, float(v), True))
+    runs = ([(d, base, p, run, v, False) for d, base, p, run, v in sweep_runs(cfg)]
+            + [(d, base, p, base, v, True) for d, base, p, v in sweep_bases(cfg)])
     for d, base, p, run, v, is_base in runs:
         for s in seeds(cfg, d, run):
             acc = load_json(metrics_path(d, run, s))["accuracy"]
