@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import BIN, CI_PARAMS
 
 from aalp import config as C
 from aalp.core.analysis import contribution_summary
 from aalp.report import figdata, items
-
-from conftest import BIN, CI_PARAMS
 
 D = "fmnist"
 SEEDS = [0, 1, 2]
@@ -141,7 +140,7 @@ def _consistent(r: pd.DataFrame) -> pd.Series:
 
 # ----------------------------------------------------------------------------- Fig. 11
 def test_fig11_titles_give_the_share_of_the_seed_drawn(drawn):
-    cfg, root = drawn
+    _, root = drawn
     t = texts(root, "fig11")
     for m in ("alp", "aalp"):
         r0 = _records(root, m, 0)
@@ -166,7 +165,7 @@ def test_fig11_titles_give_the_share_of_the_seed_drawn(drawn):
 
 # ----------------------------------------------------------------------------- Figs. 1 and 7
 def test_fig01_fig07_state_n50_and_the_active_features(drawn):
-    cfg, root = drawn
+    _, root = drawn
     for name, methods in (("fig01", ["raw", "adv", "alp"]), ("fig07", METHODS)):
         t = texts(root, name)
         for m in methods:
@@ -182,7 +181,7 @@ def test_fig01_fig07_state_n50_and_the_active_features(drawn):
 
 
 def test_fig07_caption_states_the_papers_claim(drawn):
-    cfg, root = drawn
+    _, root = drawn
     html = (root / "reports/fig07.html").read_text()
     assert "fewer high-contribution features than ALP" in html
     assert "over more features" not in html
@@ -196,7 +195,7 @@ def test_cam_grids_draw_cam_samples_with_class_names_a_scale_and_zero_maps_marke
     z = {m: np.load(_run(root, m, 0, "analysis/cam.npz")) for m in methods}
     labels = z[methods[0]]["label"]
     assert [x for x in t if x.startswith("clean: ")] == [f"clean: {FASHION[k]}" for k in labels]  # one row each
-    assert len(labels) == cfg["analysis"]["cam_samples"]
+    assert len(labels) == cfg["analysis"]["cam_samples"] == CAM_SAMPLES
     for m in methods:
         want = [f"{LABEL[m]}: {FASHION[p]}" + ("" if p == y else " ✗") for p, y in zip(z[m]["pred_adv"], labels)]
         assert [x for x in t if x.startswith(f"{LABEL[m]}: ")] == want
@@ -206,7 +205,7 @@ def test_cam_grids_draw_cam_samples_with_class_names_a_scale_and_zero_maps_marke
 
 
 def test_fig10_draws_cam_samples_per_checkpoint_with_class_names(drawn):
-    cfg, root = drawn
+    _, root = drawn
     t = texts(root, "fig10")
     cam = np.load(_run(root, "aalp", 0, "analysis/cam.npz"))
     ck = np.load(_run(root, "aalp", 0, "analysis/checkpoint_cams.npz"))
@@ -219,7 +218,7 @@ def test_fig10_draws_cam_samples_per_checkpoint_with_class_names(drawn):
 
 # ----------------------------------------------------------------------------- Fig. 6
 def test_fig06_includes_the_base_run_with_a_tick_per_value(drawn):
-    cfg, root = drawn
+    _, root = drawn
     data = pd.read_csv(root / "reports/data/fig06.csv")
     base = data[data.value == 0.5]
     assert set(base.run) == {"aalp"} and sorted(set(base.seed)) == SEEDS
@@ -234,7 +233,7 @@ def test_fig06_includes_the_base_run_with_a_tick_per_value(drawn):
 
 # ----------------------------------------------------------------------------- Fig. 4
 def test_fig04_title_names_the_fitted_epochs(drawn):
-    cfg, root = drawn
+    _, root = drawn
     epochs = sorted(pd.read_parquet(_run(root, "alp", 0, "probe.parquet")).epoch.unique())
     half = epochs[len(epochs) // 2:]  # the second half of training: epochs 3-4 of 4
     assert f"{D}: ALP training; dashed: fit over epochs {half[0]}–{half[-1]}" in texts(root, "fig04")
@@ -244,7 +243,7 @@ def test_fig04_title_names_the_fitted_epochs(drawn):
 
 # ----------------------------------------------------------------------------- Fig. 9
 def test_fig09_legends_in_words(drawn):
-    cfg, root = drawn
+    _, root = drawn
     t = texts(root, "fig09")
     words = {"n50": "n50: features holding 50 % of the contribution",
              "n90": "n90: features holding 90 % of the contribution",
