@@ -9,13 +9,21 @@ from ..core.sets import consistency_sets
 from ..layout import run_dir
 from .claims import claims_frame, frame
 from .inputs import (CKPT_CLAIMS, SETS, analysis_path, attack_columns, checkpoint_runs, load_csv, load_json, load_npz,
-                     load_parquet, metrics_path, models, records_path, seeds, sweep_runs)
+                     load_parquet, metrics_path, models, records_path, seeds, sweep_bases, sweep_runs)
+
+def active_features(c) -> int:
+    """Active features: those with a nonzero contribution c_j > 0 on the analysed samples (a feature whose
+    activation, or whose gradient, is zero on every analysed sample contributes exactly 0)."""
+    return int((np.asarray(c, dtype=np.float64) > 0).sum())
+
 
 def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sorted contribution curves (data) and n50/n90/gini claims (from summary.json) of the models of `name`.
+    """Sorted contribution curves (data) and n50/n90/gini/active claims of the models of `name` (n50, n90, gini
+    from summary.json; active: active_features() of contributions.csv).
 
     data: dataset, method, seed, rank (1 = largest), share (c sorted descending, normalised to sum 1;
-    all-zero c gives share 0), feature_dim."""
+    all-zero c gives share 0), cum (cumulative share up to this rank), active (this seed's active features),
+    feature_dim."""
     curves, claims = [], []
     for d, ms in models(cfg, name):
         for m in ms:
@@ -25,17 +33,43 @@ def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, p
                     claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
                 c = np.sort(load_csv(analysis_path(d, m, s, "contributions.csv"))["c"].to_numpy(np.float64))[::-1]
                 share = c / c.sum() if c.sum() > 0 else np.zeros_like(c)
+                active = active_features(c)
+                claims.append({"dataset": d, "method": m, "claim": "active", "seed": s, "value": active})
                 curves.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "rank": np.arange(1, len(c) + 1),
-                                            "share": share, "feature_dim": len(c)}))
-    cols = ["dataset", "method", "seed", "rank", "share", "feature_dim"]
+                                            "share": share, "cum": np.cumsum(share), "active": active,
+                                            "feature_dim": len(c)}))
+    cols = ["dataset", "method", "seed", "rank", "share", "cum", "active", "feature_dim"]
     data = pd.concat(curves, ignore_index=True)[cols] if curves else pd.DataFrame(columns=cols)
     return data, claims_frame(claims)
 
 
+# Class names by dataset source (the prepared manifest carries only num_classes); SVHN's labels are the digits
+# (torchvision maps the digit 0 to label 0). Any other source: 'class k'.
+CLASS_NAMES = {
+    "mnist": [str(k) for k in range(10)],
+    "svhn": [str(k) for k in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(cfg: dict, dataset: str, n: int = 10) -> np.ndarray:
+    """The names of the classes 0..n-1 of `dataset` (by its source, CLASS_NAMES; 'class k' otherwise)."""
+    names = CLASS_NAMES.get(cfg["datasets"][dataset]["source"], [])
+    return np.array([names[k] if k < len(names) else f"class {k}" for k in range(n)])
+
+
+def cam_count(cfg: dict, available: int) -> int:
+    """How many Grad-CAM samples a grid draws: analysis.cam_samples, or all there are when fewer."""
+    return min(int(cfg["analysis"]["cam_samples"]), int(available))
+
+
 def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Grad-CAM maps of the first seed's models of `name` (arrays '<dataset>/<method>/<field>' with field
-    x, x_adv, cam_clean, cam_adv, label, pred_adv, index; float32) and the cam_area_adv /
-    cam_on_object_adv claims over all seeds (cam_on_object_adv only for 1-channel inputs)."""
+    """Grad-CAM maps of the first seed's models of `name`, the cam_count() samples drawn (arrays
+    '<dataset>/<method>/<field>' with field x, x_adv, cam_clean, cam_adv, label, pred_adv, index (float32 for
+    the float16 ones), cam_adv_peak (each map's maximum; 0: the map is zero everywhere) and class_names) and
+    the cam_area_adv / cam_on_object_adv claims over all seeds (cam_on_object_adv only for 1-channel inputs)."""
     arrays, claims = {}, []
     for d, ms in models(cfg, name):
         for m in ms:
@@ -45,8 +79,11 @@ def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.
                     if summ.get(k) is not None:
                         claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
             z = load_npz(analysis_path(d, m, seeds(cfg, d, m)[0], "cam.npz"))
+            k = cam_count(cfg, len(z["x"]))
             for f in ("x", "x_adv", "cam_clean", "cam_adv", "label", "pred_adv", "index"):
-                arrays[f"{d}/{m}/{f}"] = z[f].astype(np.float32) if z[f].dtype == np.float16 else z[f]
+                arrays[f"{d}/{m}/{f}"] = (z[f].astype(np.float32) if z[f].dtype == np.float16 else z[f])[:k]
+            arrays[f"{d}/{m}/cam_adv_peak"] = arrays[f"{d}/{m}/cam_adv"].reshape(k, -1).max(axis=1) if k else np.zeros(0, np.float32)
+            arrays[f"{d}/{m}/class_names"] = class_names(cfg, d)
     return arrays, claims_frame(claims)
 
 
@@ -85,16 +122,21 @@ def consistent_share(r: pd.DataFrame) -> tuple[float, float]:
 
 def confidence_scatter(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fig. 11: clean vs adversarial true-class confidence of every evaluated sample of ALP and AALP
-    (data: dataset, method, seed, sample, set, clean_conf, train_conf); claims: 'consistent_pct' (% of
-    evaluated samples that are Consistent, Table 4) and 'consistent_pct_of_clean_correct'."""
+    (data: dataset, method, seed, sample, set, clean_conf, train_conf, drawn (the scatter draws the run's first
+    seed only), n (evaluated samples of this run and seed), set_n (of them, in this row's set), consistent_pct
+    (this seed's, the panel title's number)); claims: 'consistent_pct' (% of evaluated samples that are
+    Consistent, Table 4) and 'consistent_pct_of_clean_correct'."""
     frames, claims = [], []
     for (d, m, s), r in records_of(cfg, "fig11").items():
-        frames.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "sample": r["sample"], "set": r.set,
-                                    "clean_conf": r.clean_conf, "train_conf": r.train_conf}))
         pct, pct_ok = consistent_share(r)
+        frames.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "sample": r["sample"], "set": r.set,
+                                    "clean_conf": r.clean_conf, "train_conf": r.train_conf,
+                                    "drawn": s == seeds(cfg, d, m)[0], "n": len(r),
+                                    "set_n": r.set.map(r.set.value_counts()).astype(int), "consistent_pct": pct}))
         claims += [{"dataset": d, "method": m, "claim": "consistent_pct", "seed": s, "value": pct},
                    {"dataset": d, "method": m, "claim": "consistent_pct_of_clean_correct", "seed": s, "value": pct_ok}]
-    cols = ["dataset", "method", "seed", "sample", "set", "clean_conf", "train_conf"]
+    cols = ["dataset", "method", "seed", "sample", "set", "clean_conf", "train_conf", "drawn", "n", "set_n",
+            "consistent_pct"]
     return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
 
 
@@ -110,7 +152,8 @@ def probe_alp_by_set(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fig. 4: per epoch, the mean probe ALP loss of the ALP model's probe samples of each set, the sets
     fixed by the final epoch (Consistent: clean and adversarial correct then; Inconsistent: clean correct,
     adversarial wrong). data: dataset, method, seed, set, epoch, alp, n, fit (least-squares line over
-    second_half(); NaN elsewhere). Claims: 'alp_slope_<set>' (per epoch; none for an empty set or one epoch)."""
+    second_half(); NaN elsewhere), fit_first / fit_last (the first and last epoch of that fit, NaN without
+    one; the figure's title names them). Claims: 'alp_slope_<set>' (per epoch; none for an empty set or one epoch)."""
     frames, claims = [], []
     for d, _ in models(cfg, "fig04"):
         for s in seeds(cfg, d, "alp"):
@@ -121,15 +164,16 @@ def probe_alp_by_set(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
             fit_epochs = second_half(p.epoch.unique())
             for st, idx in members.items():
                 q = p[p["sample"].isin(idx)].groupby("epoch")["alp"].agg(alp="mean", n="count").reset_index()
-                q["fit"] = np.nan
+                q["fit"], q["fit_first"], q["fit_last"] = np.nan, np.nan, np.nan
                 if len(idx) and len(fit_epochs) >= 2:
                     sel = q.epoch.isin(fit_epochs)
                     slope, icpt = np.polyfit(q.epoch[sel].to_numpy(float), q.alp[sel].to_numpy(float), 1)
                     q.loc[sel, "fit"] = icpt + slope * q.epoch[sel]
+                    q["fit_first"], q["fit_last"] = q.epoch[sel].min(), q.epoch[sel].max()
                     claims.append({"dataset": d, "method": "alp", "claim": f"alp_slope_{st}", "seed": s,
                                    "value": float(slope)})
                 frames.append(q.assign(dataset=d, method="alp", seed=s, set=st))
-    cols = ["dataset", "method", "seed", "set", "epoch", "alp", "n", "fit"]
+    cols = ["dataset", "method", "seed", "set", "epoch", "alp", "n", "fit", "fit_first", "fit_last"]
     return (pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)), claims_frame(claims)
 
 
@@ -153,19 +197,25 @@ def training_curves(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def sweep_accuracy(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fig. 6: accuracy (metrics.json) of every sweep run against the swept value, for attack_columns().
-    data: dataset, method (the swept base method), param, value, run, seed, metric, accuracy.
-    Claims: per run (method = the run name, e.g. aalp_lambda0p25), claim = the metric."""
+    """Fig. 6: accuracy (metrics.json) of every sweep run against the swept value, for attack_columns(), and of
+    the swept method itself at its own value (sweep_bases(): e.g. aalp at lambda 0.5; base True).
+    data: dataset, method (the swept base method), param, value, run, base, seed, metric, accuracy.
+    Claims: per sweep run (method = the run name, e.g. aalp_lambda0p25), claim = the metric (the base run's
+    accuracies are Table 2's)."""
     rows, claims = [], []
     metrics = attack_columns(cfg)
-    for d, base, p, run, v in sweep_runs(cfg):
+    runs = ([(d, base, p, run, v, False) for d, base, p, run, v in sweep_runs(cfg)]
+            + [(d, base, p, base, v, True) for d, base, p, v in sweep_bases(cfg)])
+    for d, base, p, run, v, is_base in runs:
         for s in seeds(cfg, d, run):
             acc = load_json(metrics_path(d, run, s))["accuracy"]
             for k in metrics:
-                rows.append({"dataset": d, "method": base, "param": p, "value": v, "run": run, "seed": s, "metric": k,
-                             "accuracy": acc[k]})
-                claims.append({"dataset": d, "method": run, "claim": k, "seed": s, "value": acc[k]})
-    return frame(rows, ["dataset", "method", "param", "value", "run", "seed", "metric", "accuracy"]), claims_frame(claims)
+                rows.append({"dataset": d, "method": base, "param": p, "value": v, "run": run, "base": is_base,
+                             "seed": s, "metric": k, "accuracy": acc[k]})
+                if not is_base:
+                    claims.append({"dataset": d, "method": run, "claim": k, "seed": s, "value": acc[k]})
+    return (frame(rows, ["dataset", "method", "param", "value", "run", "base", "seed", "metric", "accuracy"]),
+            claims_frame(claims))
 
 
 def checkpoint_series(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -188,16 +238,26 @@ def checkpoint_series(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     return data, claims_frame(c9), claims_frame(c10)
 
 
+MAX_CHECKPOINT_COLUMNS = 8
+
+
 def checkpoint_cams(cfg: dict) -> dict[str, np.ndarray]:
-    """Fig. 10: first seed's per-checkpoint adversarial Grad-CAM maps ('<d>/<m>/steps', 'cam_adv' S x K x H x W,
-    'x_adv' S x K x C x H x W) and the clean inputs and labels of the same samples ('x', 'label', from cam.npz)."""
+    """Fig. 10: first seed's per-checkpoint adversarial Grad-CAM maps of the checkpoints drawn (at most
+    MAX_CHECKPOINT_COLUMNS, evenly spaced, first and last kept) and the cam_count() samples drawn:
+    '<d>/<m>/steps' (S), 'cam_adv' (S x K x H x W), 'x_adv' (S x K x C x H x W), 'cam_adv_peak' (S x K, each map's
+    maximum), the clean inputs and labels of the same samples ('x', 'label', from cam.npz) and 'class_names'."""
     arrays = {}
     for d, m in checkpoint_runs(cfg):
         s = seeds(cfg, d, m)[0]
         z = load_npz(analysis_path(d, m, s, "checkpoint_cams.npz"))
         cam = load_npz(analysis_path(d, m, s, "cam.npz"))
-        k = z["cam_adv"].shape[1]
-        arrays.update({f"{d}/{m}/steps": z["steps"], f"{d}/{m}/cam_adv": z["cam_adv"].astype(np.float32),
-                       f"{d}/{m}/x_adv": z["x_adv"].astype(np.float32), f"{d}/{m}/x": cam["x"][:k].astype(np.float32),
-                       f"{d}/{m}/label": cam["label"][:k]})
+        n_steps = len(z["steps"])
+        pick = np.unique(np.linspace(0, n_steps - 1, min(n_steps, MAX_CHECKPOINT_COLUMNS)).round().astype(int))
+        k = cam_count(cfg, min(z["cam_adv"].shape[1], len(cam["x"])))
+        maps = z["cam_adv"][pick, :k].astype(np.float32)
+        arrays.update({f"{d}/{m}/steps": z["steps"][pick], f"{d}/{m}/cam_adv": maps,
+                       f"{d}/{m}/x_adv": z["x_adv"][pick, :k].astype(np.float32),
+                       f"{d}/{m}/cam_adv_peak": maps.reshape(len(pick), k, -1).max(axis=2) if k else maps.reshape(len(pick), 0),
+                       f"{d}/{m}/x": cam["x"][:k].astype(np.float32), f"{d}/{m}/label": cam["label"][:k],
+                       f"{d}/{m}/class_names": class_names(cfg, d)})
     return arrays

@@ -18,8 +18,9 @@ SET_LABELS = {"consistent": "Consistent", "inconsistent": "Inconsistent", "clean
 
 
 def style() -> None:
-    """Deterministic, compact output (fixed SVG ids, no dates)."""
-    plt.rcParams.update({"svg.hashsalt": "aalp", "figure.dpi": 100, "savefig.dpi": 100, "font.size": 8,
+    """Deterministic, compact output (fixed SVG ids, no dates); the SVG keeps its text as text (searchable,
+    and what the tests read a figure's titles, labels and legends from)."""
+    plt.rcParams.update({"svg.hashsalt": "aalp", "svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 100, "font.size": 8,
                          "axes.titlesize": 9, "axes.spines.top": False, "axes.spines.right": False,
                          "legend.fontsize": 7, "legend.frameon": False})
 
@@ -70,12 +71,48 @@ def integer_ticks(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def overlay(ax, x, cam) -> None:
-    """The image in gray (RGB as is) with the Grad-CAM map, scaled to its own maximum, over it."""
+CAM_CMAP = "jet"
+ZERO_MAP = "Grad-CAM zero\neverywhere"
+
+
+def overlay(ax, x, cam):
+    """The image in gray (RGB as is) with the Grad-CAM map, scaled to its own maximum (0..1), over it; a map
+    that is zero everywhere (no positive evidence for the true class) leaves the image uncovered and says so.
+    Returns the map's image (for cam_colorbar), or None for a zero map."""
     show_image(ax, x)
     cam = np.asarray(cam, dtype=np.float32)
     peak = float(cam.max())
-    ax.imshow(cam / peak if peak > 0 else cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    if not peak > 0:
+        ax.text(0.5, 0.06, ZERO_MAP, transform=ax.transAxes, ha="center", va="bottom", fontsize=6, color="black",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+        return None
+    return ax.imshow(cam / peak, cmap=CAM_CMAP, alpha=0.45, vmin=0, vmax=1)
+
+
+def cam_colorbar(fig, axes) -> None:
+    """One colour scale for the Grad-CAM overlays of `axes`: each map relative to its own maximum."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), CAM_CMAP), ax=axes, shrink=0.5, aspect=30, pad=0.02)
+    cb.set_label("Grad-CAM / the map's own maximum")
+
+
+def class_name(names, k) -> str:
+    """The name of class k (names: a figure's 'class_names' array)."""
+    return str(names[int(k)]) if 0 <= int(k) < len(names) else f"class {int(k)}"
+
+
+# Fig. 9's quantities in words.
+METRIC_LABELS = {"n50": "n50: features holding 50 % of the contribution",
+                 "n90": "n90: features holding 90 % of the contribution",
+                 "gini": "Gini coefficient of the contributions",
+                 "cam_area_adv": "Grad-CAM area: share of pixels above half the peak",
+                 "cam_on_object_adv": "Grad-CAM on the object: share of the map's mass"}
+
+
+def metric_label(k: str) -> str:
+    return METRIC_LABELS.get(k, k)
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:

@@ -123,6 +123,18 @@ def sweep_runs(cfg: dict) -> list[tuple[str, str, str, str, float]]:
     return [(d, base, p, name, v) for (d, name), (base, p, v) in C.variants(cfg).items()]
 
 
+def sweep_bases(cfg: dict) -> list[tuple[str, str, str, float]]:
+    """(dataset, method, param, its own value) of each swept method the dataset runs itself, at a value the
+    sweep does not hold: Fig. 6 draws that run beside the sweep (aalp itself at lambda 0.5)."""
+    out = []
+    for d, base, p in dict.fromkeys((d, base, p) for d, base, p, _, _ in sweep_runs(cfg)):
+        v = cfg["methods"][base].get(p)
+        swept = {val for dd, b, pp, _, val in sweep_runs(cfg) if (dd, b, pp) == (d, base, p)}
+        if v is not None and base in cfg["experiments"][d]["methods"] and float(v) not in swept:
+            out.append((d, base, p, float(v)))
+    return out
+
+
 def attack_columns(cfg: dict) -> list[str]:
     """The accuracies of Fig. 6 and Table 3: clean, PGD-10 and CW-10, or the strongest PGD-k / CW-k evaluated."""
     atks = cfg["evaluation"]["attacks"]
@@ -187,7 +199,8 @@ def item_inputs(cfg: dict, name: str) -> list[Path]:
     if name == "fig12":
         return [run_dir(d, m, s) / "history.csv" for d, ms in models(cfg, name) for m in ms for s in ss(d, m)]
     if name == "fig06":
-        return [metrics_path(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss(d, r)]
+        return ([metrics_path(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss(d, r)]
+                + [metrics_path(d, m, s) for d, m, _, _ in sweep_bases(cfg) for s in ss(d, m)])
     if name == "fig09":
         return [analysis_path(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
     if name == "fig10":
