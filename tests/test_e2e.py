@@ -4,6 +4,7 @@ Checks every report file against the run files behind it, that a second run does
 edit or a Grad-CAM edit reruns exactly the jobs it touches, Snakemake's own report, and the report in a
 real browser.
 """
+import copy
 import json
 import re
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from aalp import config as C
 from conftest import CI_SET as PROFILE, copy_workspace, report_numbers, run
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +77,9 @@ def _check_outputs(work):
             seeds = cfg.get("run_seeds", {}).get(f"{d}/{m}", cfg["seeds"])
             mets = [json.loads((work / f"runs/{d}/{m}/s{s}/eval/metrics.json").read_text()) for s in seeds]
             met = mets[0]
-            assert set(met["accuracy"]) == {"clean", "train", *cfg["evaluation"]["attacks"]}
+            # every evaluation attack, AutoAttack only for evaluation.autoattack_methods
+            assert set(met["accuracy"]) == {"clean", "train", *C.eval_attacks(C.validate(copy.deepcopy(cfg)), d, m)}
+            assert ("autoattack" in met["accuracy"]) == (m in cfg["evaluation"].get("autoattack_methods", [m]))
             for metric in met["accuracy"]:
                 v = sum(x["accuracy"][metric] for x in mets) / len(mets)
                 row = table[(table.dataset == d) & (table.method == m) & (table.metric == metric)]

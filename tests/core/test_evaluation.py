@@ -183,6 +183,7 @@ def test_evaluate_records_the_autoattack_component(tmp_path, monkeypatch):
     p["experiments"] = {"synthetic": {**p["experiments"]["synthetic"], "epochs": 1, "methods": ["raw"]}}
     p["sweeps"], p["run_seeds"], p["seeds"] = [], {}, [0]
     p["training"].update(checkpoint_runs=[], device="cpu")
+    p["evaluation"].pop("autoattack_methods", None)  # AutoAttack for RAW here (the CI set's: ALP and AALP only)
     p["evaluation"].update(attacks=["fgsm", "pgd5", "cw5", "autoattack"], n_samples=60, batch_size=30,
                            autoattack_samples=30, autoattack_steps=3, autoattack_queries=20)
     cfg = C.validate(p)
