@@ -90,6 +90,27 @@ def ci_snakemake_run(tmp_path_factory, worker_id):
     return repo, repo / CI_SET, float(done.read_text())
 
 
+@pytest.fixture(scope="session")
+def slurm_slice_run(tmp_path_factory, worker_id):
+    """A slice of the CI set through profiles/slurm on a one-node SLURM started on this machine
+    (slurm_cluster.run_slice): (set folder, result dict). Once per pytest session, shared by the test files
+    that read it (the first to ask runs it, the others wait on a file lock); skipped where SLURM cannot run."""
+    import json
+
+    from filelock import FileLock
+
+    from slurm_cluster import run_slice
+
+    root = shared_tmp(tmp_path_factory, worker_id) / "slurm-slice"
+    done = root / "result.json"
+    with FileLock(str(root) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            done.write_text(json.dumps(run_slice(root)))
+    return root / "repo" / CI_SET, json.loads(done.read_text())
+
+
 def report_numbers(folder: Path) -> dict[str, bytes]:
     """Every table, claims and figure-data file of a report folder, and claims.json (what a rebuild of
     published results must reproduce byte for byte)."""
@@ -167,6 +188,12 @@ def pytest_collection_modifyitems(items):
     files are handed out in this order): the SLURM slice on one worker, the local Snakemake DAG on the other,
     then the DVC tests that start from the local run (each mostly one core: DVC runs one stage at a time),
     while the short test files fill the gaps."""
-    first = ("test_slurm.py", "test_e2e.py", "test_e2e_dvc_exp.py", "test_e2e_dvc.py", "test_e2e_dvc_cam.py",
-             "test_e2e_dvc_remote.py", "test_e2e_deps.py")  # the queued experiments (the longest tail) first
-    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))
+    first = ("test_slurm.py", "test_e2e.py")
+    last = ("test_e2e_dvc_cam.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py", "test_e2e_dvc_remote.py",
+            "test_e2e_deps.py", "test_slurm_vs_local.py")  # the longest first, so the two workers end together
+
+    def rank(item):
+        name = item.path.name
+        return first.index(name) if name in first else len(first) + 1 + last.index(name) if name in last else len(first)
+
+    items.sort(key=rank)

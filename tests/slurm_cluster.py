@@ -148,3 +148,48 @@ def jobs(fmt: str = "%i|%j|%T") -> list[list[str]]:
     """Every job SLURM still knows (running or finished within MinJobAge), split on '|'."""
     out = subprocess.run(["squeue", "-h", "-t", "all", "-o", fmt], capture_output=True, text=True, check=True).stdout
     return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- the CI set's slice through SLURM
+# This cluster is one CPU-only node without accounting: jobs ask for no GPU and one core, the executor
+# polls squeue, and no account is given (the profile reads these from the environment).
+CLUSTER_ENV = {"AALP_SLURM_GPUS": "0", "AALP_SLURM_CPUS": "1", "AALP_SLURM_STATUS": "squeue"}
+SLICE = ("raw", "aalp")  # on the synthetic set, seed 0
+ITEMS = ("table2", "fig09")  # a table from the evaluations, a figure from AALP's checkpoint analyses
+
+
+def slice_params(work: Path) -> list[tuple[str, str, int]]:
+    """The CI set's params restricted to SLICE (config.only_runs), written over params.yaml in the set folder
+    `work`, and its dvc.yaml regenerated; returns the slice's runs."""
+    import yaml
+
+    from aalp import config as C
+    from conftest import run
+
+    cfg = C.validate(yaml.safe_load((work / "params.yaml").read_text()))
+    keep = [(d, m, s) for d, m, s in C.runs(cfg) if d == "synthetic" and m in SLICE and s == 0]
+    (work / "params.yaml").write_text(yaml.safe_dump(C.only_runs(yaml.safe_load((work / "params.yaml").read_text()),
+                                                                 keep), sort_keys=False))
+    run("python -m aalp dvc", work)  # the slice's stages, so that DVC can take the Snakemake run's records
+    return keep
+
+
+def run_slice(root: Path) -> dict:
+    """A copy of the repository in root/repo, and the slice's run jobs and ITEMS through profiles/slurm on a
+    one-node cluster in root/slurm: {'runs', 'submitted' (Snakemake's lines), 'seen' (SLURM's job records:
+    id, name, state, cores), 'wall'}."""
+    from conftest import CI_SET, copy_repo, run
+
+    with one_node_slurm(root / "slurm"):
+        repo = copy_repo(root / "repo")
+        runs = slice_params(repo / CI_SET)
+        targets = [f"runs/{d}/{m}/s{s}/{f}" for d, m, s in runs for f in ("eval/metrics.json", "analysis/summary.json")]
+        targets += [f"reports/{item}.html" for item in ITEMS]
+        t0 = time.time()
+        # polling every 2 s instead of the plugin's 40 s start and Snakemake's 10 s: the jobs here take seconds
+        r = run(f"snakemake --profile profiles/slurm --directory {CI_SET} --seconds-between-status-checks 2 "
+                f"--slurm-init-seconds-before-status-checks 2 {' '.join(targets)}", repo, env=CLUSTER_ENV, timeout=2400)
+        wall = time.time() - t0
+        seen = jobs("%i|%j|%T|%C")
+    submitted = [line for line in r.stdout.splitlines() + r.stderr.splitlines() if "submitted with SLURM jobid" in line]
+    return {"runs": [list(x) for x in runs], "submitted": submitted, "seen": seen, "wall": wall}
