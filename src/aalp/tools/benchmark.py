@@ -14,6 +14,41 @@ from ..core.data import load_prepared, to_float
 from ..core.training import Trainer, speed_options, load_model, select_device
 
 
+BENCH_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
+              "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
+              "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
+              "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
+              "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
+BENCH_METHODS = {"raw": {"objective": "raw"}, "adv": {"objective": "adv"}}
+
+
+def bench_spec(shape: dict, method: str, steps: int | None = None, methods: dict | None = None) -> C.RunSpec:
+    """The RunSpec of one epoch of `method` on a synthetic dataset of `shape` (a dict: shape, model, batch, eps,
+    step and, unless `steps` is given, steps of the training attack), with the schema's defaults for everything
+    `methods` (name -> method params; default BENCH_METHODS: raw and adv) leaves open. Every timing benchmark
+    (bench speed, bench roofline) builds its runs here."""
+    import copy
+
+    methods = BENCH_METHODS if methods is None else methods
+    n = max(10, shape["batch"])
+    p = copy.deepcopy(BENCH_BASE)
+    p["methods"] = copy.deepcopy(methods)
+    p["datasets"] = {"bench": {"source": "synthetic", "shape": list(shape["shape"]), "n_train": n, "n_test": n, "seed": 0}}
+    p["experiments"] = {"bench": {"model": shape["model"], "epochs": 1, "batch_size": shape["batch"], "lr": 1e-4,
+                                  "augment": "none", "methods": list(methods),
+                                  "attack": {"eps": shape["eps"], "step": shape["step"],
+                                             "steps": shape["steps"] if steps is None else steps, "random_start": True}}}
+    return C.run_spec(C.validate(p), "bench", method, 0)
+
+
+def random_batch(shape: dict, device, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch of `shape`: inputs (n, *shape['shape']) uniform in [0, 1] and labels in 0..9, n =
+    shape['batch'] unless given (generator seed 0: the same batch in every benchmark and run)."""
+    g = torch.Generator().manual_seed(0)
+    n = n or shape["batch"]
+    return torch.rand((n, *shape["shape"]), generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()

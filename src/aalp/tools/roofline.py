@@ -22,7 +22,6 @@ Random tensors of the right shape are enough: speed does not depend on the data.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from .. import config as C
 from ..core import attacks as A, models
 from ..core.training import Trainer
+from .benchmark import bench_spec, random_batch
 from .peak import bf16_native, count_flops, interleaved, matmul_peak, sig as _sig
 
 log = logging.getLogger(__name__)
@@ -43,36 +43,15 @@ PATHS = {"fp32": {}, "fp32_fast": {"channels_last": True, "fused_adam": True},
          "bf16_fast": {"amp": True, "channels_last": True, "fused_adam": True}}
 
 
-_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
-         "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
-         "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
-         "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
-         "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
-
-
 def run_spec(shape: dict, method: str, steps: int) -> C.RunSpec:
-    """A run of this shape and method with the schema's defaults for everything the method leaves open."""
-    p = copy.deepcopy(_BASE)
-    p["methods"] = copy.deepcopy(METHODS)
-    n = max(10, shape["batch"])
-    p["datasets"] = {"bench": {"source": "synthetic", "shape": list(shape["shape"]), "n_train": n, "n_test": n, "seed": 0}}
-    p["experiments"] = {"bench": {"model": shape["model"], "epochs": 1, "batch_size": shape["batch"], "lr": 1e-4,
-                                  "augment": "none", "methods": list(METHODS),
-                                  "attack": {"eps": shape["eps"], "step": shape["step"], "steps": steps,
-                                             "random_start": True}}}
-    return C.run_spec(C.validate(p), "bench", method, 0)
+    """A run of this shape and method (METHODS) with the schema's defaults for everything the method leaves open."""
+    return bench_spec(shape, method, steps, METHODS)
 
 
 def _model(shape: dict, device, memory_format=torch.contiguous_format) -> models.Classifier:
     torch.manual_seed(0)
     c = shape["shape"][0]
     return models.build(shape["model"], shape["shape"], [0.5] * c, [0.25] * c).to(device=device, memory_format=memory_format)
-
-
-def _batch(shape: dict, device):
-    g = torch.Generator().manual_seed(0)
-    n = shape["batch"]
-    return torch.rand((n, *shape["shape"]), generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
 
 
 class Minimal:
@@ -222,7 +201,7 @@ def _timed_rows(kind, name, cases: dict, states, device, reps, batch, peaks, ext
 def train_rows(device, shape: dict, methods, paths, steps: int, reps: int, peaks: dict, before=False) -> list[dict]:
     """One row per method, path (and kernels state, with before): our Trainer's step and the minimal loop's."""
     rows = []
-    x, y = _batch(shape, device)
+    x, y = random_batch(shape, device)
     states = [True, False] if before else [True]
     for m in methods:
         spec = run_spec(shape, m, steps)
@@ -238,7 +217,7 @@ def train_rows(device, shape: dict, methods, paths, steps: int, reps: int, peaks
 def attack_rows(device, shape: dict, attacks, paths, reps: int, peaks: dict, before=False) -> list[dict]:
     """One row per evaluation attack, path (and kernels state): one iteration, ours and the minimal one's."""
     rows = []
-    x, y = _batch(shape, device)
+    x, y = random_batch(shape, device)
     states = [True, False] if before else [True]
     models_ = {}
     for path in paths:

@@ -24,8 +24,7 @@ import torch
 
 from ..core import models
 from ..core.attacks import pgd
-from .benchmark import _sync
-from ..config import RunSpec
+from .benchmark import _sync, bench_spec, random_batch
 from ..core.training import Trainer
 
 SHAPES = {
@@ -44,43 +43,13 @@ def options(device: torch.device) -> dict[str, dict]:
     return opts
 
 
-def _spec(shape: dict, objective: str) -> RunSpec:
-    """A run of this shape with the method's schema defaults (`raw` or `adv`)."""
-    import copy
-
-    from .. import config as C
-
-    p = copy.deepcopy(_BASE)
-    p["datasets"] = {"bench": {"source": "synthetic", "shape": list(shape["shape"]), "n_train": max(10, shape["batch"]),
-                               "n_test": max(10, shape["batch"]), "seed": 0}}
-    p["experiments"] = {"bench": {"model": shape["model"], "epochs": 1, "batch_size": shape["batch"], "lr": 1e-4,
-                                  "augment": "none", "methods": ["raw", "adv"],
-                                  "attack": {"eps": shape["eps"], "step": shape["step"], "steps": shape["steps"],
-                                             "random_start": True}}}
-    return C.run_spec(C.validate(p), "bench", objective, 0)
-
-
-_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
-         "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
-         "methods": {"raw": {"objective": "raw"}, "adv": {"objective": "adv"}},
-         "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
-         "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
-         "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
-
-
-def _batch(shape: dict, device, n: int | None = None):
-    g = torch.Generator().manual_seed(0)
-    n = n or shape["batch"]
-    return torch.rand((n, *shape["shape"]), generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
-
-
 def step_rate(shape: dict, objective: str, opts: dict, device, steps: int, warmup: int) -> float:
     """Training images/s of one objective's step with the given speed options."""
     torch.manual_seed(0)
     c = shape["shape"][0]
     model = models.build(shape["model"], shape["shape"], [0.5] * c, [0.25] * c)
-    tr = Trainer(_spec(shape, objective), model, device, **{"amp": False, "channels_last": False, **opts})
-    x, y = _batch(shape, device)
+    tr = Trainer(bench_spec(shape, objective), model, device, **{"amp": False, "channels_last": False, **opts})
+    x, y = random_batch(shape, device)
     for _ in range(warmup):
         tr.step(x, y)
     _sync(device)
@@ -118,7 +87,7 @@ def attack_table(device, shapes: list[str], repeats: int) -> list[dict]:
         torch.manual_seed(0)
         c = s["shape"][0]
         model = models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c).to(device).eval()
-        x, y = _batch(s, device)
+        x, y = random_batch(s, device)
         ta = torchattacks.PGD(model, eps=s["eps"], alpha=s["step"], steps=s["steps"], random_start=True)
 
         def timed(fn):
@@ -168,8 +137,8 @@ def _worker(shape: str, device: str, seconds: float) -> None:
     s["shape"] = tuple(s["shape"])
     torch.manual_seed(0)
     c = s["shape"][0]
-    tr = Trainer(_spec(s, "adv"), models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c), dev)
-    x, y = _batch(s, dev)
+    tr = Trainer(bench_spec(s, "adv"), models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c), dev)
+    x, y = random_batch(s, dev)
     tr.step(x, y)
     _sync(dev)
     t, n = time.perf_counter(), 0
