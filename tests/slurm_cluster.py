@@ -181,7 +181,7 @@ def run_slice(root: Path) -> dict:
     from conftest import CI_SET, copy_repo, run
 
     with one_node_slurm(root / "slurm"):
-        repo = copy_repo(root / "repo")
+        repo = copy_repo(root / "repo", only=CI_SET)
         runs = slice_params(repo / CI_SET)
         targets = [f"runs/{d}/{m}/s{s}/{f}" for d, m, s in runs for f in ("eval/metrics.json", "analysis/summary.json")]
         targets += [f"reports/{item}.html" for item in ITEMS]

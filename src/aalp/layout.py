@@ -113,7 +113,7 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
                 "training.compile", "training.drop_last", "training.probe_size",
                 *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []), "profile"]
     if stage == "evaluate":
-        return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device", "training.amp"]
+        return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device"]
     if stage == "analyze":
         return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
     if stage == "index":  # the front page also shows the set's description

@@ -25,7 +25,7 @@ experiments:
   mnist: {{model: lenet_small, epochs: 1, batch_size: 50, lr: 1.0e-3, augment: none, methods: [raw],
           attack: {{eps: 0.3, step: 0.01, steps: 1, random_start: true}}}}
 methods: {{raw: {{objective: raw}}}}
-training: {{device: cpu, amp: false, channels_last: false, checkpoint_every: 0, probe_size: 10}}
+training: {{device: cpu, amp: false, channels_last: true, fused_adam: true, checkpoint_every: 0, probe_size: 10}}
 evaluation: {{attacks: [fgsm], batch_size: 1000, n_samples: null}}
 analysis: {{samples: 10, cam_samples: 2, batch_size: 10}}
 """

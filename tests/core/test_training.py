@@ -20,6 +20,9 @@ def tiny(tmp_path, ci_params, monkeypatch):
     p["methods"]["trades"] = {"objective": "trades"}
     p["experiments"]["synthetic"]["methods"] = ["raw", "adv", "aalp", "trades"]
     p["training"]["probe_size"] = 32
+    p["training"]["channels_last"] = False  # required; fused_adam and compile from the schema's defaults:
+    for k in ("fused_adam", "compile"):     # the plain path
+        p["training"].pop(k, None)
     p["run_seeds"] = {}
     cfg = C.validate(p)
     data.prepare(cfg, "synthetic")

@@ -151,6 +151,25 @@ def test_every_output_is_written_and_every_png_decodes(built):
     assert took < 300  # about 40 s alone; the suite runs files side by side (pytest -n)
 
 
+def test_each_figure_page_embeds_the_saved_png_once_with_the_title_as_its_text(built):
+    """A figure page shows reports/figures/<name>.png itself, byte for byte (not a second rendering by the
+    inline backend, which would also cost a third draw), once, with the item's title as its alt text."""
+    import base64
+    import html
+    import re
+
+    _, root, _, _ = built
+    for nb in report_in.REPORT_NOTEBOOKS:
+        if not nb.startswith("fig"):
+            continue
+        page = (root / f"reports/{nb}.html").read_text()
+        imgs = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page)
+        assert len(imgs) == 1, (nb, len(imgs))
+        alt, data = imgs[0]
+        assert base64.b64decode(data) == (root / f"reports/figures/{nb}.png").read_bytes(), nb
+        assert html.unescape(alt) == layout.TITLES[nb], (nb, alt)
+
+
 def test_report_reads_exactly_report_inputs(built):
     cfg, root, _, reads = built
     inputs = report_in.report_inputs(cfg)

@@ -33,12 +33,22 @@ def color(method: str) -> str:
     return COLORS.get(method, "black")
 
 
-def save(fig, report_dir: str, name: str) -> None:
-    """<report_dir>/figures/<name>.png and .svg."""
+def save(fig, report_dir: str, name: str, alt: str | None = None) -> None:
+    """<report_dir>/figures/<name>.png and .svg; in a notebook, the saved PNG is then shown as the cell's output
+    and the figure closed: the page embeds the file itself, and matplotlib's inline backend does not draw the
+    figure a third time (drawing is most of a figure item's time). alt: the page's text for the image."""
     out = Path(report_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", bbox_inches="tight", metadata={"Software": None})
+    png = out / f"{name}.png"
+    fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(out / f"{name}.svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    from IPython import get_ipython
+
+    if get_ipython() is not None:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(png), alt=alt or name))  # alt: the item's title
 
 
 def needs_figure(report_dir: str, name: str, title: str, needs: str):
@@ -46,7 +56,7 @@ def needs_figure(report_dir: str, name: str, title: str, needs: str):
     fig = plt.figure(figsize=(7, 1.1))
     fig.text(0.5, 0.62, title, ha="center", va="center", fontsize=9, weight="bold")
     fig.text(0.5, 0.3, needs, ha="center", va="center", fontsize=8)
-    save(fig, report_dir, name)
+    save(fig, report_dir, name, alt=f"{title}: {needs}")
     return fig
 
 
