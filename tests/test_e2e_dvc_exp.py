@@ -24,12 +24,17 @@ def test_a_queued_experiment_over_another_lambda(ci_snakemake_run, tmp_path):
     # DVC runs it in a copy of the checkout, where `python -m aalp` switches to the copy's own code
     run("dvc exp run --queue -S methods.aalp.lambda=1.0 evaluate-synthetic-aalp-s0", work)
     run("dvc queue start", work)
-    deadline = time.time() + 900
+    # wait: a finished experiment is a git ref refs/exps/<baseline>/<name> (a cheap poll); `dvc queue status` (a DVC start
+    # of a few seconds of CPU, which the other xdist worker needs) only every 30 s, to stop early on a failure
+    deadline, asked = time.time() + 900, 0.0
     while time.time() < deadline:
-        queue = run("dvc queue status", work).stdout
-        if not re.search(r"\b(Queued|Running)\b", queue):
-            break
-        time.sleep(3)
+        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+        done = any(re.match(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/", r) for r in refs)  # not the queue's stash
+        if done or time.time() - asked > 30:
+            queue, asked = run("dvc queue status", work).stdout, time.time()
+            if not re.search(r"\b(Queued|Running)\b", queue):
+                break
+        time.sleep(2)
     run("dvc queue stop", work)  # its worker would otherwise idle on
     assert queue.count("Success") == 1, queue
     shown = json.loads(run("dvc exp show --json", work).stdout)  # paths relative to the repository root
