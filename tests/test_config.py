@@ -222,3 +222,20 @@ def test_only_runs_keeps_exactly_the_given_runs(ci_params):
     assert set(sub["experiments"]) == {"synthetic", "synthetic_rgb"}
     assert C.only_runs(cfg, every)["experiments"] == cfg["experiments"] and list(C.runs(C.only_runs(cfg, every))) == every
     assert "synthetic_rgb" not in C.only_runs(cfg, [r for r in every if r[0] == "synthetic"])["experiments"]
+
+
+def test_a_slice_without_the_checkpoint_run_asks_no_checkpoint_files(ci_params):
+    """A set published in slices whose first slice holds no AALP run (configs/mnist_cpu's first GPU slice):
+    Figs. 9-10 say which runs they need instead of reading checkpoints.csv of runs that are not there; with
+    one AALP run kept, they read exactly that run's series."""
+    from aalp.report import inputs as report_in
+
+    cfg = C.validate(ci_params)
+    assert report_in.checkpoint_runs(cfg) == [("synthetic", "aalp")]
+    every = list(C.runs(cfg))
+    sub = C.only_runs(cfg, [r for r in every if r[1] in ("raw", "adv")])
+    assert report_in.checkpoint_runs(sub) == []
+    assert report_in.item_inputs(sub, "fig09") == [] and report_in.item_inputs(sub, "fig10") == []
+    assert report_in.needs(sub, "fig09").startswith("needs runs: synthetic/aalp")
+    one = C.only_runs(cfg, [r for r in every if r[1] == "raw" or r == ("synthetic", "aalp", 1)])
+    assert [p.as_posix() for p in report_in.item_inputs(one, "fig09")] == ["runs/synthetic/aalp/s1/analysis/checkpoints.csv"]

@@ -112,10 +112,12 @@ def gd_pairs(cfg: dict) -> list[tuple[str, str, str]]:
 
 
 def checkpoint_runs(cfg: dict) -> list[tuple[str, str]]:
-    """(dataset, method) of training.checkpoint_runs (only when snapshots are kept: checkpoint_every > 0)."""
+    """(dataset, method) of training.checkpoint_runs that the set's matrix runs (only when snapshots are kept:
+    checkpoint_every > 0); a set published in slices has none for a method it holds no run of yet."""
     if not cfg["training"].get("checkpoint_every"):
         return []
-    return [tuple(r.split("/")) for r in cfg["training"].get("checkpoint_runs", [])]
+    pairs = [tuple(r.split("/")) for r in cfg["training"].get("checkpoint_runs", [])]
+    return [(d, m) for d, m in pairs if m in cfg["experiments"].get(d, {}).get("methods", [])]
 
 
 def sweep_runs(cfg: dict) -> list[tuple[str, str, str, str, float]]:
