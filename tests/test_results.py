@@ -1,5 +1,5 @@
 """The published results under results/<set>/: each folder matches its manifest (no file changed, none
-unlisted, no weights, under 50 MB), and rebuilding its report from the published run files alone reproduces
+unlisted, no weights, under publish.LIMIT_MB), and rebuilding its report from the published run files alone reproduces
 every committed table, claim and figure-data file (byte for byte, or to the last bits of a float). The
 README links each published report."""
 import shutil

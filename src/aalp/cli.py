@@ -91,7 +91,8 @@ def cmd_report(cfg, args):
 def cmd_publish(cfg, args):
     from . import publish as P
 
-    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=args.limit_mb, add=args.add)
+    limit = P.LIMIT_MB if args.limit_mb is None else args.limit_mb
+    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=limit, add=args.add)
     problems = P.check(args.dest)
     if problems:
         raise RuntimeError(f"publish: the copy in {args.dest} does not match its manifest: {problems[0]}")
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="copy this finished set's result files (no weights) and rendered report "
                                        "into DEST, e.g. ../../results/<set>, with a manifest")
     s.add_argument("dest")
-    s.add_argument("--limit-mb", type=float, default=50.0, help="refuse to publish more than this (default 50)")
+    s.add_argument("--limit-mb", type=float, default=None, help="refuse to publish more than this (default: publish.LIMIT_MB, 64)")
     s.add_argument("--add", action="store_true",
                    help="add this set's finished runs (trained, evaluated, analysed) to DEST, a set published "
                         "before with the same params.yaml and code (or a new one), and rebuild its report from all "

@@ -193,3 +193,30 @@ def test_one_seed_has_no_mde(tmp_path):
     sec = verdict_section(cfg_of(), t, {})
     assert "no smallest detectable difference" in sec["summary"]
     assert {p["mde"] for g in sec["groups"] for p in g["parts"]} == {"— (1 seed)"}
+
+
+def test_aalp_against_alp_has_a_part_for_every_attack_of_table2(tmp_path):
+    """The paired AALP − ALP difference under each evaluated attack, in the set's order (FGSM, every PGD-k and
+    CW-k), and AutoAttack as its own claim; each with its paper number where the paper's Table 2 has one."""
+    attacks = ["fgsm", "pgd10", "pgd100", "cw10", "cw100", "autoattack"]
+    base = {"fgsm": 70, "pgd10": 60, "pgd100": 50, "cw10": 55, "cw100": 45, "autoattack": 40}
+    t2 = {}
+    for a, v in base.items():
+        t2[("alp", a)] = [v, v + 1, v + 2]
+        t2[("aalp", a)] = [v + 3, v + 4, v + 5]  # AALP − ALP: +3 on every seed and attack
+    cfg = {**cfg_of(), "evaluation": {"attacks": attacks}}
+    t = V.verdicts(cfg, write_report(tmp_path, table2=t2))
+    beats = t[t.claim_id == "aalp_beats_alp"]
+    assert [p.split()[0] for p in beats.part] == ["fgsm", "pgd10", "pgd100", "cw10", "cw100"]
+    assert (beats["mean"] == 3).all() and (beats.half == 0).all() and (beats.part_verdict == S.HOLDS).all()
+    assert beats.paper.tolist() == pytest.approx([98.19 - 97.68, 97.22 - 96.66, 96.32 - 94.50, 97.28 - 96.96,
+                                                  96.89 - 96.16])  # the paper's Table 2, MNIST
+    aa = part(t, "aalp_beats_alp_aa", "autoattack")
+    assert aa["mean"] == 3 and aa.part_verdict == S.HOLDS and math.isnan(aa.paper)
+
+
+def test_the_provenance_table_names_the_accelerator():
+    from aalp.report.frontpage import device_text
+
+    assert device_text({"device": "cuda", "device_name": "NVIDIA H200"}) == "cuda (NVIDIA H200)"
+    assert device_text({"device": "cpu", "device_name": "cpu"}) == "cpu" == device_text({"device": "cpu"})

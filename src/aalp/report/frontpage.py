@@ -137,6 +137,12 @@ def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
     return out
 
 
+def device_text(run: dict) -> str:
+    """The device a run.json records, with the accelerator's name where it has one: 'cuda (NVIDIA H200)'."""
+    name = run.get("device_name")
+    return run["device"] if not name or name == run["device"] else f"{run['device']} ({name})"
+
+
 def runs(cfg: dict) -> list[dict]:
     """The provenance of every run: code version, a fingerprint of its training params, device, wall times."""
     out = []
@@ -146,7 +152,7 @@ def runs(cfg: dict) -> list[dict]:
         ev = read_json(rd / "eval" / "eval.json")
         out.append({"dataset": d, "method": m, "seed": s, "code_version": run["code_version"],
                     "fingerprint": hashlib.sha256(fingerprint(cfg, "train", d, m).encode()).hexdigest()[:12],
-                    "device": run["device"], "train_seconds": run["train_seconds"],
+                    "device": device_text(run), "train_seconds": run["train_seconds"],
                     "attack_seconds": sum(ev["attack_seconds"].values())})
     return out
 
