@@ -123,7 +123,33 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
     return {"metrics": [metric_label(m, counts) for m in metrics], "datasets": datasets, "units": UNITS,
             "diff_points": f"{DIFF_POINTS:g}", "n_checks": len(checks),
             "fired": [f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}"
-                      for r in fired.itertuples()]}
+                      + short_pgd_note(cfg, t, r) for r in fired.itertuples()]}
+
+
+def short_pgd_note(cfg: dict, table2: pd.DataFrame, flag) -> str:
+    """For a fired pgd_above_fgsm whose PGD-k above FGSM all travel less than eps (k · step < eps, the
+    evaluation's step): why that is no sign of masking. PGD-k moves at most k · step from its random start,
+    while FGSM's one step puts every pixel at ±eps, so a short PGD can leave more accuracy than FGSM on a
+    model that large perturbations break. '' otherwise."""
+    if flag.check != "pgd_above_fgsm":
+        return ""
+    att = cfg["experiments"][flag.dataset]["attack"]
+    eps, step = float(att["eps"]), float(att["step"])
+    g = table2[(table2.dataset == flag.dataset) & (table2.method == flag.method)]
+
+    def acc(metric):
+        r = g[g.metric == metric]
+        return per_seed(r.iloc[0]).get(int(flag.seed)) if len(r) else None
+
+    fgsm = acc("fgsm")
+    above = [(m, int(m[3:]), a) for m in g.metric.unique() if m.startswith("pgd") and m[3:].isdigit()
+             for a in [acc(m)] if a is not None and fgsm is not None and a > fgsm]
+    if not above or any(k * step >= eps for _, k, _ in above):
+        return ""
+    which = ", ".join(f"PGD-{k} {a:.1f}" for _, k, a in above)
+    reach = max(k for _, k, _ in above) * step
+    return (f" ({which} against FGSM {fgsm:.1f}): these travel at most {reach:g} from their random start at step "
+            f"{step:g}, less than eps {eps:g}, while FGSM's one step moves every pixel by eps; not a sign of masking")
 
 
 def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
