@@ -3,6 +3,7 @@ unlisted, no weights, under publish.LIMIT_MB), and rebuilding its report from th
 every committed table, claim and figure-data file (byte for byte, or to the last bits of a float). The
 README links each published report."""
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,46 @@ def test_numbers_differ_tolerates_only_the_last_bits_of_a_float():
     for changed in ({"t.csv": b"m,value,values\nalp,0.2500001,0.1;0.4\n"}, {"t.csv": b"m,value,values\nalp,0.25,0.1;0.41\n"},
                     {"t.csv": b"m,value,values\nadv,0.25,0.1;0.4\n"}, {"c.json": b'{"x": 0.6}'}):
         assert numbers_differ(base, base | changed) == list(changed), changed
+
+
+def test_rerender_rebuilds_only_the_report_and_a_manifest_that_matches(tmp_path, monkeypatch):
+    """publish --rerender: dest's report is rebuilt where a reader rebuilds it (its manifest's rebuild command,
+    in a copy holding dest's run files and no old report), the run files stay byte for byte, and the new
+    manifest matches the new report; another params.yaml is refused in one line with nothing touched. The
+    report command itself is replaced by one that writes a marked page: the real one is what `publish --add`
+    runs (tests/test_e2e.py)."""
+    import subprocess
+
+    from aalp import config as C
+
+    dest = tmp_path / "results" / "fashion_cpu"
+    shutil.copytree(REPO / "results" / "fashion_cpu", dest)
+    old = P.read_json(dest / "manifest.json")
+    seen, real_run = {}, subprocess.run
+
+    def fake_report(cmd, cwd=None, **kw):
+        if cmd[1:4] != ["-m", "aalp", "report"]:  # git describe, for the code version
+            return real_run(cmd, cwd=cwd, **kw)
+        seen["cmd"], seen["old_report"] = cmd[1:], (Path(cwd) / "reports").exists()
+        seen["runs"] = sorted(p.relative_to(cwd).as_posix() for p in Path(cwd).rglob("*") if p.is_file())
+        (Path(cwd) / "reports").mkdir()
+        (Path(cwd) / "reports" / "index.html").write_text("<p>rerendered</p>")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(P.subprocess, "run", fake_report)
+    cfg = C.load(dest / "params.yaml")
+    man = P.publish(cfg, dest, dest, rerender_only=True)
+    assert seen["cmd"] == ["-m", "aalp", "report"] and not seen["old_report"]
+    assert seen["runs"] == sorted(f for f in old["files"] if not f.startswith("reports/"))
+    assert P.check(dest) == [] and (dest / "reports" / "index.html").read_text() == "<p>rerendered</p>"
+    assert {f: e for f, e in man["files"].items() if not f.startswith("reports/")} == \
+        {f: e for f, e in old["files"].items() if not f.startswith("reports/")}
+    assert man["runs"] == old["runs"] and man["code_hash"] == old["code_hash"] and man["rebuild"] == old["rebuild"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "params.yaml").write_text((dest / "params.yaml").read_text().replace("seed", "seed ", 1))
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    with pytest.raises(C.ConfigError, match="params.yaml differs"):
+        P.publish(cfg, other, dest, rerender_only=True)
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before

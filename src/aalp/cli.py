@@ -92,7 +92,7 @@ def cmd_publish(cfg, args):
     from . import publish as P
 
     limit = P.LIMIT_MB if args.limit_mb is None else args.limit_mb
-    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=limit, add=args.add)
+    man = P.publish(cfg, Path("."), Path(args.dest), limit_mb=limit, add=args.add, rerender_only=args.rerender)
     problems = P.check(args.dest)
     if problems:
         raise RuntimeError(f"publish: the copy in {args.dest} does not match its manifest: {problems[0]}")
@@ -262,10 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "into DEST, e.g. ../../results/<set>, with a manifest")
     s.add_argument("dest")
     s.add_argument("--limit-mb", type=float, default=None, help="refuse to publish more than this (default: publish.LIMIT_MB, 64)")
-    s.add_argument("--add", action="store_true",
-                   help="add this set's finished runs (trained, evaluated, analysed) to DEST, a set published "
-                        "before with the same params.yaml and code (or a new one), and rebuild its report from all "
-                        "of its runs: a long set published in slices")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--add", action="store_true",
+                     help="add this set's finished runs (trained, evaluated, analysed) to DEST, a set published "
+                          "before with the same params.yaml and code (or a new one), and rebuild its report from all "
+                          "of its runs: a long set published in slices")
+    how.add_argument("--rerender", action="store_true",
+                     help="rebuild the report of the set published in DEST with today's report code, from the run "
+                          "files DEST holds (none added or changed), and rewrite its manifest")
     s.set_defaults(fn=cmd_publish)
     s = sub.add_parser("dvc", help="write dvc.yaml for this profile (or --check that it is current)")
     s.add_argument("--output", default="dvc.yaml")

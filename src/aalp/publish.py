@@ -39,6 +39,7 @@ from .report.inputs import report_inputs
 LIMIT_MB = 64.0  # configs/mnist_cpu: per-sample records of 10,000 test images under 9 attacks, ~2.1 MB a run, 25 runs
 RUN_FILES = ("history.csv", "probe.parquet", "eval/metrics.json", "eval/records.parquet")  # + frontpage.run_files
 ANALYSIS_SUFFIXES = (".json", ".csv", ".npz", ".parquet")  # analysis/*: summaries and arrays, never *.pt
+ADD_REBUILD = "cd <this folder> && python -m aalp report --finished-runs"  # a set published in slices
 HASHED = {"train": "run.json", "evaluate": "eval/eval.json", "analyze": "analysis/summary.json"}  # stage: its record
 
 
@@ -183,24 +184,54 @@ def add_runs(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIM
         for f in fs:
             (tmp / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(base / f, tmp / f)
-    # the report of every run published so far, built where a reader rebuilds it
-    r = subprocess.run([sys.executable, "-m", "aalp", "report", "--finished-runs"], cwd=tmp, capture_output=True,
-                       text=True)
+    return _report_and_swap(cfg, tmp, dest, want, ADD_REBUILD)
+
+
+def _report_and_swap(cfg: dict, tmp: Path, dest: Path, code_hash: dict | None, rebuild: str) -> dict:
+    """Build the report in tmp (a copy of dest's run files) with `rebuild`'s command, where a reader rebuilds
+    it, write tmp's manifest and swap tmp in for dest. RuntimeError (dest untouched) if the report fails."""
+    cmd = rebuild.split("&& ", 1)[1].split()
+    r = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp, capture_output=True, text=True)
     if r.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"publish --add: the report did not build: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-    runs_ = sorted(set(finished_runs(cfg, tmp)), key=list(C.runs(cfg)).index)
+        raise RuntimeError(f"publish: the report did not build: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    partial = "--finished-runs" in cmd  # a set published in slices holds the runs finished so far
+    runs_ = sorted(set(finished_runs(cfg, tmp)), key=list(C.runs(cfg)).index) if partial else None
     everything = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     man = manifest(cfg, tmp, everything, runs_)
-    man["code_hash"] = want
-    man["rebuild"] = "cd <this folder> && python -m aalp report --finished-runs"
+    man["code_hash"], man["rebuild"] = code_hash, rebuild
     (tmp / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
     _swap_in(tmp, dest)
     return man
 
 
-def publish(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIMIT_MB, add: bool = False) -> dict:
-    """Publish the finished set in src to dest (replacing it), or with add=True add its finished runs (`add`)."""
+def rerender(cfg: dict, src: str | Path, dest: str | Path) -> dict:
+    """`publish DEST --rerender`: rebuild the report of the set published in dest with today's report code,
+    from the run files dest holds (none added, none changed), and rewrite its manifest. Restyling a figure or
+    rewording a page of published results never reruns a model. Errors (ConfigError, one line, nothing
+    touched): dest holds no published set; src's params.yaml differs from dest's."""
+    src, dest = Path(src), Path(dest)
+    if not (dest / "manifest.json").is_file():
+        raise C.ConfigError(f"publish --rerender: {dest} holds no published set (no manifest.json)")
+    old = read_json(dest / "manifest.json")
+    if _sha256(src / "params.yaml") != old["params_sha256"]:
+        raise C.ConfigError(f"publish --rerender: this set's params.yaml differs from the one published in {dest}; "
+                            "run it from the published set's own folder")
+    tmp = dest.with_name(dest.name + ".publishing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in old["files"]:
+        if not f.startswith("reports/"):
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dest / f, tmp / f)
+    return _report_and_swap(cfg, tmp, dest, old.get("code_hash"), old["rebuild"])
+
+
+def publish(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIMIT_MB, add: bool = False,
+            rerender_only: bool = False) -> dict:
+    """Publish the finished set in src to dest (replacing it), or with add=True add its finished runs
+    (`add_runs`), or with rerender_only=True rebuild dest's report with today's code (`rerender`)."""
+    if rerender_only:
+        return rerender(cfg, src, dest)
     if add:
         return add_runs(cfg, src, dest, limit_mb)
     src, dest = Path(src), Path(dest)

@@ -104,3 +104,19 @@ def test_a_column_on_fewer_samples_says_how_many():
     assert metric_label("autoattack", counts) == "autoattack (100 of 500 samples)"
     assert metric_label("pgd10", counts) == "pgd10"
     assert metric_label("autoattack", {**counts, "autoattack": 500}) == "autoattack"
+
+
+# ----------------------------------------------------------------------------- the front page's seed count
+def test_the_front_page_counts_the_seeds_each_method_has_not_the_sets():
+    """A set published in slices holds different seeds per method: the front page must say so, not repeat the
+    set's `seeds` (which overstated an ALP row resting on one seed as 'measured over 3 seeds')."""
+    from aalp import config as C
+    from aalp.report.frontpage import seeds_text
+
+    cfg = C.load(C.REPO_ROOT / "configs" / "mnist_cpu" / "params.yaml")
+    every = list(C.runs(cfg, sweeps=False))
+    assert seeds_text(C.only_runs(cfg, [r for r in every if r[2] == 0])) == "1 seed (0)"
+    keep = [r for r in every if r[2] in (0, 1) and r[1] in ("raw", "adv") or r[2] == 0]
+    text = seeds_text(C.only_runs(cfg, keep))
+    assert text.startswith("1–2 seeds per method (RAW 2 (0, 1); ADV 2 (0, 1); ALP 1 (0);"), text
+    assert "ALP + GD 1 (0)" in text and text.endswith("AALP 1 (0))")

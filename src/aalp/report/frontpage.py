@@ -163,6 +163,28 @@ def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
     return out
 
 
+def seeds_text(cfg: dict) -> str:
+    """How many seeds the page's numbers rest on, per method where the methods differ: '3 seeds (0, 1, 2)' when
+    every run name of every dataset has the same seeds, else '1–2 seeds per method (RAW 2 (0, 1); ALP 1 (0))'.
+    A set published in slices has different seeds per method (run_seeds), and the set's `seeds` would overstate
+    what an ALP or AALP row rests on."""
+    per = {(d, m): list(C.seeds(cfg, d, m)) for d, exp in cfg["experiments"].items() for m in exp["methods"]}
+    distinct = {tuple(s) for s in per.values()}
+    if len(distinct) == 1:
+        ss = next(iter(distinct))
+        return f"{len(ss)} seed{'s' if len(ss) != 1 else ''} ({', '.join(map(str, ss))})"
+
+    def run_text(m, ss):
+        return f"{m.upper().replace('_', ' + ')} {len(ss)} ({', '.join(map(str, ss))})"
+
+    parts = []
+    for d in cfg["experiments"]:
+        text = "; ".join(run_text(m, ss) for (dd, m), ss in per.items() if dd == d)
+        parts.append(f"{d}: {text}" if len(cfg["experiments"]) > 1 else text)
+    lo, hi = min(len(s) for s in distinct), max(len(s) for s in distinct)
+    return f"{lo}–{hi} seeds per method (" + "; ".join(parts) + ")"
+
+
 def device_text(run: dict) -> str:
     """The device a run.json records, with the accelerator's name where it has one: 'cuda (NVIDIA H200)'."""
     name = run.get("device_name")
@@ -200,7 +222,7 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
     table = verdicts(cfg, out_dir)
     html = render_template(
         "index.html.j2", title=f"AALP report ({cfg['profile']})", back=False, profile=cfg["profile"],
-        description=cfg.get("description"), seeds=list(cfg["seeds"]),
+        description=cfg.get("description"), seeds=seeds_text(cfg),
         datasets=[{"name": d, "model": e["model"], "n_methods": len(e["methods"])} for d, e in cfg["experiments"].items()],
         deviations=deviations(cfg), verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir),
         fig05_note=FIG05_NOTE,
