@@ -134,6 +134,13 @@ def finished_runs(cfg: dict, src: Path) -> list[tuple[str, str, int]]:
     return [r for r in C.runs(cfg) if all((src / f).is_file() for f in run_result_files(cfg, src, *r))]
 
 
+def _copy(base: Path, files: list[str], tmp: Path) -> None:
+    """Copy `files` (relative paths) from base into tmp, keeping their paths."""
+    for f in files:
+        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base / f, tmp / f)
+
+
 def _swap_in(tmp: Path, dest: Path) -> None:
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -180,10 +187,8 @@ def add_runs(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIM
     tmp = dest.with_name(dest.name + ".publishing")
     shutil.rmtree(tmp, ignore_errors=True)
     kept = [f for f in (old["files"] if old else {}) if not f.startswith("reports/") and f != "params.yaml"]
-    for base, fs in ((dest, kept), (src, ["params.yaml", *files])):
-        for f in fs:
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(base / f, tmp / f)
+    _copy(dest, kept, tmp)
+    _copy(src, ["params.yaml", *files], tmp)
     return _report_and_swap(cfg, tmp, dest, want, ADD_REBUILD)
 
 
@@ -219,10 +224,7 @@ def rerender(cfg: dict, src: str | Path, dest: str | Path) -> dict:
                             "run it from the published set's own folder")
     tmp = dest.with_name(dest.name + ".publishing")
     shutil.rmtree(tmp, ignore_errors=True)
-    for f in old["files"]:
-        if not f.startswith("reports/"):
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(dest / f, tmp / f)
+    _copy(dest, [f for f in old["files"] if not f.startswith("reports/")], tmp)
     return _report_and_swap(cfg, tmp, dest, old.get("code_hash"), old["rebuild"])
 
 

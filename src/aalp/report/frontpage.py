@@ -25,7 +25,7 @@ from .claims import claims_dict, per_seed
 from .inputs import REPORT_NOTEBOOKS, needs as item_needs
 from .methodpage import choices, method_page
 from .pages import render_template
-from .protocol import deviations
+from .protocol import deviations, method_seeds
 from .units import UNITS, metric_label, no_paper_text, sample_counts
 from .verdicts import ACCURACY_MARGIN, MIN_SLOPE_EPOCHS, interval_text, missing_claims, resolution, verdicts
 
@@ -168,7 +168,7 @@ def seeds_text(cfg: dict) -> str:
     every run name of every dataset has the same seeds, else '1–2 seeds per method (RAW 2 (0, 1); ALP 1 (0))'.
     A set published in slices has different seeds per method (run_seeds), and the set's `seeds` would overstate
     what an ALP or AALP row rests on."""
-    per = {(d, m): list(C.seeds(cfg, d, m)) for d, exp in cfg["experiments"].items() for m in exp["methods"]}
+    per = method_seeds(cfg)
     distinct = {tuple(s) for s in per.values()}
     if len(distinct) == 1:
         ss = next(iter(distinct))

@@ -58,11 +58,15 @@ def counterpart(cfg: dict, paper: dict, dataset: str) -> tuple[str | None, bool]
     return (same[0], False) if same else (None, False)
 
 
+def method_seeds(cfg: dict) -> dict[tuple[str, str], list[int]]:
+    """(dataset, method) -> the seeds it runs (run_seeds where a set gives them, else the set's seeds)."""
+    return {(d, m): list(C.seeds(cfg, d, m)) for d, e in cfg["experiments"].items() for m in e["methods"]}
+
+
 def _seed_counts(cfg: dict) -> str:
     by_n: dict[int, list[str]] = {}
-    for d, e in cfg["experiments"].items():
-        for m in e["methods"]:
-            by_n.setdefault(len(C.seeds(cfg, d, m)), []).append(m)
+    for (_, m), ss in method_seeds(cfg).items():
+        by_n.setdefault(len(ss), []).append(m)
     if len(by_n) == 1:
         return f"{next(iter(by_n))} per run"
     return "; ".join(f"{n} ({', '.join(dict.fromkeys(ms))})" for n, ms in sorted(by_n.items(), reverse=True))
