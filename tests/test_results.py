@@ -83,3 +83,14 @@ def test_rerender_rebuilds_only_the_report_and_a_manifest_that_matches(tmp_path,
     with pytest.raises(C.ConfigError, match="params.yaml differs"):
         P.publish(cfg, other, dest, rerender_only=True)
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
+def test_the_published_report_reads_well_in_a_browser(folder, tmp_path):
+    """The committed pages as a reader opens them from the README: every link and anchor resolves, every image
+    decodes, no console error or network fetch, no TeX as text, no table past its column at 1400 pixels."""
+    from browser import check_site
+
+    r = check_site(folder / "reports" / "index.html", tmp_path / "index.png")
+    assert not r["problems"], "\n".join(r["problems"])
+    assert len(r["pages"]) > 10

@@ -244,3 +244,22 @@ def test_a_short_pgd_above_fgsm_is_explained_and_a_full_length_one_is_not():
     far = claims_frame([{**r, "value": 5.0} if r["claim"] == "pgd40" else r for r in rows]).rename(
         columns={"claim": "metric"})  # PGD-40 reaches eps and still leaves more than FGSM: unexplained
     assert short_pgd_note(cfg, far, Flag("toy", "raw", 0, "pgd_above_fgsm")) == ""
+
+
+def test_fired_checks_split_into_warnings_and_explained_ones():
+    """The front page lists the checks that point to masking and folds away those short_pgd_note explains: a
+    short PGD above FGSM is explained, PGD far above AutoAttack and a full-length PGD above FGSM are warnings."""
+    from aalp.report.frontpage import fired_lists
+
+    cfg = {"experiments": {"toy": {"attack": {"eps": 0.3, "step": 0.01}}}}
+    acc = {"fgsm": [2.0, 2.0], "pgd10": [38.2, 38.2], "pgd40": [0.0, 5.0]}
+    rows = [{"dataset": "toy", "method": "raw", "claim": m, "seed": s, "value": v}
+            for m, vs in acc.items() for s, v in zip((0, 1), vs)]
+    t2 = claims_frame(rows).rename(columns={"claim": "metric"})
+    fired = pd.DataFrame({"dataset": ["toy"] * 3, "method": ["raw"] * 3, "seed": [0, 1, 0],
+                          "check": ["pgd_above_fgsm", "pgd_above_fgsm", "pgd_far_above_autoattack"]})
+    out = fired_lists(cfg, t2, fired)
+    assert [s.split(":")[0] for s in out["explained"]] == ["toy/raw seed 0"]
+    assert "not a sign of masking" in out["explained"][0]
+    assert out["warn"] == ["toy/raw seed 1: PGD accuracy above FGSM",
+                           "toy/raw seed 0: PGD accuracy far above AutoAttack (gradient masking?)"]
