@@ -29,6 +29,22 @@ def test_one_seed_has_no_interval_and_no_verdict():
     assert S.t_interval([]).text() == "no runs"
 
 
+def test_seeds_that_agree_exactly_give_no_interval_and_no_verdict():
+    """The published MNIST set's AutoAttack AALP - ALP: seed 0 37.2 - 38.6, seed 1 43.4 - 44.8, both -1.4
+    (7 of 500 samples). A zero spread (also when unequal in the last bits of a float) is no interval: inconclusive,
+    no MDE, not 'does not hold' from a point; a spread of one sample (0.2 points) is an interval again."""
+    iv = S.t_interval(S.paired({0: 37.2, 1: 43.4}, {0: 38.6, 1: 44.8}))
+    assert iv.n == 2 and iv.half == 0 and iv.sd == 0
+    assert S.verdict(iv, +1) == S.INCONCLUSIVE and S.verdict(iv, -1) == S.INCONCLUSIVE
+    assert iv.text() == "-1.4 (2 seeds, all equal: no interval)"
+    assert math.isnan(S.mde(iv.sd, iv.n))
+    noisy = S.t_interval([-1.4, -1.4 + 4e-15])  # equal but for the last bits: still no interval
+    assert noisy.half == 0 and S.verdict(noisy, -1) == S.INCONCLUSIVE
+    # -1.4 and -1.6: sd 0.1414, half 12.706 * 0.1414 / sqrt(2) = 1.2706: [-2.77, -0.23], below 0
+    spread = S.t_interval([-1.4, -1.6])
+    assert spread.half == pytest.approx(1.27062, abs=1e-4) and S.verdict(spread, +1) == S.FAILS
+
+
 def test_verdict_follows_the_interval_and_the_claimed_direction():
     above = S.t_interval([3.0, 4.0, 5.0])  # 4 ± 2.48: [1.52, 6.48]
     straddles = S.t_interval([1.0, 2.0, 3.0])  # 2 ± 2.48: [-0.48, 4.48]

@@ -122,6 +122,8 @@ def _part(rows, claim, d, label, values, direction, unit: Unit, paper=math.nan, 
     """One row: the interval, sd and mde of `values` (per seed, in `unit`), and its verdict (`state` when the
     verdict does not come from the interval: untestable, holds by construction)."""
     iv = S.t_interval(values)
+    if iv.n > 1 and iv.half == 0 and not state:
+        note = "; ".join(x for x in (note, S.ZERO_SPREAD) if x)
     rows.append({"claim_id": claim.id, "claim": claim.text, "item": claim.item, "dataset": d, "part": label,
                  "direction": direction, "unit": unit.text, "paper": paper, "mean": iv.mean, "half": iv.half,
                  "n_seeds": iv.n, "sd": iv.sd, "mde": S.mde(iv.sd, iv.n), "margin": unit.margin,
@@ -275,7 +277,9 @@ def resolution(cfg: dict, table: pd.DataFrame) -> str:
     testable = counted[counted.part_verdict != S.UNTESTABLE]
     open_ = counted[counted.part_verdict == S.INCONCLUSIVE]
     out = [f"Of the {len(counted)} counted parts, {len(open_)} are inconclusive: the seeds at hand could not resolve "
-           f"them (the interval contains 0 and is wider than the margin, or the unit has no margin)"
+           f"them (the interval contains 0 and is wider than the margin, or the unit has no margin"
+           + (f"; for {n_zero} of them every seed gave the same value, a zero spread that is no interval"
+              if (n_zero := int((open_.n_seeds.gt(1) & open_.half.eq(0)).sum())) else "") + ")"
            + (f"; {len(counted) - len(testable)} are untestable with this set's data" if len(testable) < len(counted)
               else "") + "."]
     acc = testable[(testable.unit == ACC.text) & testable.mde.notna()]
