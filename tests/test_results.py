@@ -94,3 +94,24 @@ def test_the_published_report_reads_well_in_a_browser(folder, tmp_path):
     r = check_site(folder / "reports" / "index.html", tmp_path / "index.png")
     assert not r["problems"], "\n".join(r["problems"])
     assert len(r["pages"]) > 10
+
+
+def test_the_readme_quotes_the_published_slices_and_their_numbers():
+    """The README's first screen follows each published slice of a set published in slices: the count of
+    finished runs is the manifest's, and the paired AALP − ALP it quotes under PGD-100 and CW-100 is the
+    published verdict table's (mean ± 95% half-width), so a slice published without updating it fails here."""
+    import pandas as pd
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for folder in FOLDERS:
+        man = P.read_json(folder / "manifest.json")
+        if "--finished-runs" not in man["rebuild"]:
+            continue
+        done, total = man["runs_of_the_set"].split(" of ")
+        assert f"{done} of its {total} runs" in readme, (folder.name, man["runs_of_the_set"])
+        v = pd.read_csv(folder / "reports" / "tables" / "verdicts.csv")
+        for attack in ("pgd100", "cw100"):
+            r = v[v.part == f"{attack} AALP − ALP"].iloc[0]
+            if r.n_seeds > 1 and r.half > 0:
+                quoted = f"{r['mean']:.3g} ± {r.half:.2g}".replace("-", "−")
+                assert quoted in readme, (folder.name, attack, quoted)
