@@ -47,6 +47,11 @@ class Interval:
     sd: float = math.nan  # sample standard deviation (ddof 1) of the values; NaN with fewer than two
 
     @property
+    def zero_spread(self) -> bool:
+        """Two or more values, all equal (ZERO_SPREAD): a point, not an interval."""
+        return self.n > 1 and self.half == 0
+
+    @property
     def lo(self) -> float:
         return self.mean - self.half
 
@@ -60,7 +65,7 @@ class Interval:
             return "no runs"
         if self.n == 1:
             return f"{self.mean:.{digits}g} (1 seed, no interval)"
-        if self.half == 0:
+        if self.zero_spread:
             return f"{self.mean:.{digits}g} ({self.n} seeds, all equal: no interval)"
         return f"{self.mean:.{digits}g} ± {self.half:.2g} ({self.n} seeds)"
 
@@ -112,7 +117,7 @@ def verdict(iv: Interval, direction: int, margin: float = math.nan) -> str:
     One seed gives no interval, nor do seeds that all gave the same value (ZERO_SPREAD): INCONCLUSIVE.
     A direction found is reported even when the effect is smaller
     than the margin: the margin only tells "no difference" from "cannot tell"."""
-    if iv.n < 2 or math.isnan(iv.half) or iv.half == 0:
+    if iv.n < 2 or math.isnan(iv.half) or iv.zero_spread:
         return INCONCLUSIVE
     lo, hi = (iv.lo, iv.hi) if direction > 0 else (-iv.hi, -iv.lo)  # the interval on the claimed axis
     if lo > 0:

@@ -122,7 +122,7 @@ def _part(rows, claim, d, label, values, direction, unit: Unit, paper=math.nan, 
     """One row: the interval, sd and mde of `values` (per seed, in `unit`), and its verdict (`state` when the
     verdict does not come from the interval: untestable, holds by construction)."""
     iv = S.t_interval(values)
-    if iv.n > 1 and iv.half == 0 and not state:
+    if iv.zero_spread and not state:
         note = "; ".join(x for x in (note, S.ZERO_SPREAD) if x)
     rows.append({"claim_id": claim.id, "claim": claim.text, "item": claim.item, "dataset": d, "part": label,
                  "direction": direction, "unit": unit.text, "paper": paper, "mean": iv.mean, "half": iv.half,
