@@ -60,7 +60,7 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> di
         first = g.iloc[0]
         parts = []
         for r in g.itertuples(index=False):
-            mde = "— (1 seed)" if r.n_seeds < 2 else "— (zero spread)" if r.half == 0 else _num(r.mde, "{:.2g}")
+            mde = "— (1 seed)" if r.n_seeds < 2 else "— (zero spread)" if S.is_zero_spread(r.n_seeds, r.half) else _num(r.mde, "{:.2g}")
             parts.append({"part": r.part, "want": "> 0" if r.direction > 0 else "< 0", "unit": r.unit,
                           "paper": _num(r.paper, "{:+.3g}"), "cls": VERDICT_CLASS[r.part_verdict],
                           "interval": interval_text(r._asdict()), "mde": mde,

@@ -39,6 +39,12 @@ CONFIDENCE = 0.95  # two-sided level of every interval (alpha = 0.05)
 POWER = 0.80  # the power at which mde() is the smallest detectable difference
 
 
+def is_zero_spread(n, half):
+    """True where two or more values (n) all agreed, so their half-width is 0 (ZERO_SPREAD). Works on
+    scalars and, elementwise, on pandas Series (a verdict table's n_seeds and half columns)."""
+    return (n > 1) & (half == 0)
+
+
 @dataclass(frozen=True)
 class Interval:
     mean: float
@@ -49,7 +55,7 @@ class Interval:
     @property
     def zero_spread(self) -> bool:
         """Two or more values, all equal (ZERO_SPREAD): a point, not an interval."""
-        return self.n > 1 and self.half == 0
+        return is_zero_spread(self.n, self.half)
 
     @property
     def lo(self) -> float:

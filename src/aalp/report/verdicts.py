@@ -279,7 +279,7 @@ def resolution(cfg: dict, table: pd.DataFrame) -> str:
     out = [f"Of the {len(counted)} counted parts, {len(open_)} are inconclusive: the seeds at hand could not resolve "
            f"them (the interval contains 0 and is wider than the margin, or the unit has no margin"
            + (f"; for {n_zero} of them every seed gave the same value, a zero spread that is no interval"
-              if (n_zero := int((open_.n_seeds.gt(1) & open_.half.eq(0)).sum())) else "") + ")"
+              if (n_zero := int(S.is_zero_spread(open_.n_seeds, open_.half).sum())) else "") + ")"
            + (f"; {len(counted) - len(testable)} are untestable with this set's data" if len(testable) < len(counted)
               else "") + "."]
     acc = testable[(testable.unit == ACC.text) & testable.mde.notna()]
