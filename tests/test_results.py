@@ -99,7 +99,8 @@ def test_the_published_report_reads_well_in_a_browser(folder, tmp_path):
 def test_the_readme_quotes_the_published_slices_and_their_numbers():
     """The README's first screen follows each published slice of a set published in slices: the count of
     finished runs is the manifest's, and the paired AALP − ALP it quotes under PGD-100 and CW-100 is the
-    published verdict table's (mean ± 95% half-width), so a slice published without updating it fails here."""
+    published verdict table's (mean ± 95% half-width), so a slice published without updating it fails here; once the
+    last slice is published, the README no longer says the set is unfinished."""
     import pandas as pd
 
     from aalp.report.verdicts import interval_text
@@ -111,6 +112,8 @@ def test_the_readme_quotes_the_published_slices_and_their_numbers():
             continue
         done, total = man["runs_of_the_set"].split(" of ")
         assert f"{done} of its {total} runs" in readme, (folder.name, man["runs_of_the_set"])
+        if done == total:  # the last slice is published: the README must not still call the set unfinished
+            assert "not finished" not in readme and "so far" not in readme, folder.name
         v = pd.read_csv(folder / "reports" / "tables" / "verdicts.csv")
         for attack in ("pgd100", "cw100"):
             r = v[v.part == f"{attack} AALP − ALP"].iloc[0]
