@@ -98,6 +98,46 @@ def test_sigterm_saves_the_step_in_flight_and_the_rerun_resumes_to_the_same_weig
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+class _Clock:
+    """A stand-in for training's `time` module: only training steps take time, one second each."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+
+def test_a_resumed_run_records_the_seconds_of_every_segment(tiny, tmp_path, monkeypatch):
+    """train_seconds (run.json) and epoch_seconds (history.csv) of a run stopped and resumed count the seconds before
+    the stop too: with one second a step, both runs record 16 s over 2 epochs of 8 steps, 8 s each epoch."""
+    cfg = copy.deepcopy(tiny)
+    cfg["training"].update(checkpoint_every=3, device="cpu")
+    spec = C.run_spec(cfg, "synthetic", "adv", 0)
+    clock = _Clock()
+    monkeypatch.setattr(training, "time", clock)
+    real_step = training.Trainer.step
+    calls = {"n": 0}
+
+    def timed_step(self, x, y):
+        calls["n"] += 1
+        clock.now += 1.0
+        if calls["n"] == 16 + 13:  # the second run dies mid-way through epoch 2, one step after the checkpoint at 12
+            raise KeyboardInterrupt
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(training.Trainer, "step", timed_step)
+    full = training.train(cfg, spec, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, spec, tmp_path / "resumed")
+    clock.now += 3600.0  # the job waits in the queue: not training time
+    resumed = training.train(cfg, spec, tmp_path / "resumed")
+    assert full["train_seconds"] == 16.0
+    assert resumed["train_seconds"] == 16.0  # 12 s before the stop (the step that died is lost with it) + 4 s after
+    for run in ("full", "resumed"):
+        assert pd.read_csv(tmp_path / run / "history.csv").epoch_seconds.tolist() == [8.0, 8.0]
+
+
 def test_run_records_history_probe_and_provenance(tiny, tmp_path):
     cfg = copy.deepcopy(tiny)
     cfg["training"].update(checkpoint_every=3, checkpoint_runs=["synthetic/adv"])

@@ -258,6 +258,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     fp = _fingerprint(spec, data.manifest, tcfg) + ("" if train_samples is None else f"|first {train_samples}")
 
     epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
+    # wall seconds spent before this process started (a resumed run): on the whole run and on the current epoch
+    done_seconds, epoch_done_seconds = 0.0, 0.0
     resume = out / "resume.pt"
     if resume.exists():
         st = torch.load(resume, map_location="cpu", weights_only=True)
@@ -268,6 +270,8 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
             trainer.aug_gen.set_state(st["aug_gen"])
             epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
             history, probes, sums = st["history"], st["probes"], st["sums"]
+            # resume points written before these were kept count from 0: the run's seconds are then a lower bound
+            done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
             log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
         else:
             log.warning("ignoring %s: it was written with other parameters or data", resume)
@@ -275,9 +279,11 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     def save_resume():
+        now = time.time()
         state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
                  "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
-                 "history": history, "probes": probes, "sums": sums}
+                 "history": history, "probes": probes, "sums": sums,
+                 "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0}
         with atomic_path(resume) as tmp:
             torch.save(state, tmp)
 
@@ -288,7 +294,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
                desc=f"{spec.dataset}/{spec.method}/s{spec.seed}", file=sys.stderr, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 10)
     bar.update(0)
-    start = time.time()
+    start = t0 = time.time()
     stop = _StopSignals()  # SLURM preemption or time limit: save resume.pt, exit, and continue from it when requeued
     try:
         while epoch < spec.epochs:
@@ -311,7 +317,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
                     log.warning("signal %d at step %d: saved %s; exiting, a rerun of this job resumes from it",
                                 stop.signum, step, resume)
                     sys.exit(128 + stop.signum)
-            epoch_time = time.time() - t0
+            epoch_time = epoch_done_seconds + time.time() - t0
             probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
             row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
                    **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
@@ -325,6 +331,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
             log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             epoch, batch_idx, sums = epoch + 1, 0, {}
+            epoch_done_seconds, t0 = 0.0, time.time()
             save_resume()
     finally:
         stop.restore()
@@ -340,7 +347,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     meta = provenance(str(device), seed=spec.seed, profile=cfg["profile"], spec=dataclasses.asdict(spec),
                       training=tcfg, data_manifest=data.manifest["sha256"], steps=step,
                       **({} if train_samples is None else {"train_samples": len(train_x)}),
-                      train_seconds=round(time.time() - start, 2), final=history[-1] if history else {},
+                      train_seconds=round(done_seconds + time.time() - start, 2), final=history[-1] if history else {},
                       code_hash=code_hash)
     write_json(out / "run.json", meta)
     save_model(out / "model.pt", model, spec.model, data.shape, {"spec": json.dumps(dataclasses.asdict(spec))})
