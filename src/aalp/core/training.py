@@ -32,6 +32,9 @@ from .data import load_prepared, to_float
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 PROBE_COLUMNS = ("clean_correct", "adv_correct", "clean_conf", "adv_conf", "clean_ce", "adv_ce", "alp")
+# history.csv's probe columns: the mean over the probe images of PROBE_COLUMNS' per-image values
+PROBE_MEANS = {"probe_clean_acc": "clean_correct", "probe_adv_acc": "adv_correct", "probe_clean_loss": "clean_ce",
+               "probe_adv_loss": "adv_ce", "probe_alp": "alp"}
 
 
 def select_device(pref: str = "auto") -> torch.device:
@@ -237,11 +240,9 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     torch.manual_seed(spec.seed)
     model = models.build(spec.model, data.shape, data.manifest["mean"], data.manifest["std"])
     trainer = Trainer(spec, model, device, **speed_options(tcfg))
-    dtype = "bf16 autocast" if tcfg["amp"] else "fp32"
-    fast = [k for k in ("channels_last", "fused_adam", "drop_last") if tcfg.get(k)]
-    if tcfg.get("compile", "none") != "none":
-        fast.append(f"compile={tcfg['compile']}")
-    dtype += ", " + (" ".join(fast) if fast else "plain path")
+    fast = [k for k in ("channels_last", "fused_adam", "drop_last") if tcfg.get(k)] + (
+        [f"compile={tcfg['compile']}"] if tcfg.get("compile", "none") != "none" else [])
+    dtype = ("bf16 autocast" if tcfg["amp"] else "fp32") + ", " + (" ".join(fast) if fast else "plain path")
     log.info("train %s/%s seed %d on %s (%s, %s) | model %s (%d params) | %s", spec.dataset, spec.method, spec.seed,
              device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
              models.count_parameters(model), json.dumps(dataclasses.asdict(spec)))
@@ -258,8 +259,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     fp = _fingerprint(spec, data.manifest, tcfg) + ("" if train_samples is None else f"|first {train_samples}")
 
     epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
-    # wall seconds spent before this process started (a resumed run): on the whole run and on the current epoch
-    done_seconds, epoch_done_seconds = 0.0, 0.0
+    done_seconds, epoch_done_seconds = 0.0, 0.0  # seconds of a resumed run's earlier segments: run, current epoch
     resume = out / "resume.pt"
     if resume.exists():
         st = torch.load(resume, map_location="cpu", weights_only=True)
@@ -270,7 +270,6 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
             trainer.aug_gen.set_state(st["aug_gen"])
             epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
             history, probes, sums = st["history"], st["probes"], st["sums"]
-            # resume points written before these were kept count from 0: the run's seconds are then a lower bound
             done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
             log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
         else:
@@ -279,7 +278,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     def save_resume():
-        now = time.time()
+        now = time.time()  # the seconds so far go with the state: a resumed run adds them
         state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
                  "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
                  "history": history, "probes": probes, "sums": sums,
@@ -321,11 +320,7 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
             probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
             row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
                    **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
-                   "probe_clean_acc": float(probe["clean_correct"].mean()) if n_probe else float("nan"),
-                   "probe_adv_acc": float(probe["adv_correct"].mean()) if n_probe else float("nan"),
-                   "probe_clean_loss": float(probe["clean_ce"].mean()) if n_probe else float("nan"),
-                   "probe_adv_loss": float(probe["adv_ce"].mean()) if n_probe else float("nan"),
-                   "probe_alp": float(probe["alp"].mean()) if n_probe else float("nan")}
+                   **{k: float(probe[v].mean()) if n_probe else float("nan") for k, v in PROBE_MEANS.items()}}
             history.append(row)
             probes.append({k: torch.from_numpy(v) for k, v in probe.items()})
             log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
