@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="copy this finished set's result files (no weights) and rendered report "
                                        "into DEST, e.g. ../../results/<set>, with a manifest")
     s.add_argument("dest")
-    s.add_argument("--limit-mb", type=float, default=None, help="refuse to publish more than this (default: publish.LIMIT_MB, 80)")
+    s.add_argument("--limit-mb", type=float, default=None, help="refuse to publish more than this (default: publish.LIMIT_MB)")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--add", action="store_true",
                      help="add this set's finished runs (trained, evaluated, analysed) to DEST, a set published "
