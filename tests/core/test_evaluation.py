@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 from aalp import config as C
-from aalp.core import attacks, data, evaluation, losses, models, training
+from aalp.core import attacks, checkpoints, data, evaluation, losses, models, training
 from aalp.core.evaluation import consistency_sets, resolution_tolerance, sanity_checks
 
 from conftest import CI_PARAMS, REPO
@@ -86,7 +86,72 @@ def test_the_papers_table2_fires_no_far_above_flag():
     for r in t.itertuples(index=False):
         acc = {k: v for k, v in r._asdict().items() if k not in ("dataset", "method", "clean")}
         flags = sanity_checks(acc, n=10000)
-        assert not any(flags[f] for f in NEW_FLAGS), (r.dataset, r.method, flags)
+        assert not any(flags[f] for f in [*NEW_FLAGS, "fgsm_far_above_pgd"]), (r.dataset, r.method, flags)
+
+
+def test_fgsm_far_above_pgd_flags_catastrophic_overfitting_without_cw_or_autoattack():
+    """FGSM against the strongest PGD-k, margin 30 points (as FGSM against CW/AutoAttack)."""
+    overfit = {"fgsm": 88.0, "pgd10": 4.0, "pgd40": 1.0}        # Wong et al.'s signature: 87 points
+    assert sanity_checks(overfit, n=10000)["fgsm_far_above_pgd"]
+    assert not any(v for k, v in sanity_checks(overfit, n=10000).items() if k != "fgsm_far_above_pgd")
+    # the paper's CIFAR-10 ADV row: FGSM 63.28, PGD-100 44.72 (18.56 points) is no overfitting
+    assert not sanity_checks({"fgsm": 63.28, "pgd100": 44.72}, n=10000)["fgsm_far_above_pgd"]
+    # against the strongest PGD-k: 40 - 9 = 31 > max(30, tol = 0.01 + 200 sqrt(0.245 * 0.755 / 10^4) = 0.87)
+    assert sanity_checks({"fgsm": 40.0, "pgd10": 12.0, "pgd20": 9.0}, n=10000)["fgsm_far_above_pgd"] is True
+    assert sanity_checks({"fgsm": 40.0, "pgd10": 10.5}, n=10000)["fgsm_far_above_pgd"] is False  # 29.5 points
+    # 31 points on 100 samples: tol = 1 + 200 sqrt(0.245 * 0.755 / 100) = 9.6, the margin 30 decides: fires
+    assert sanity_checks({"fgsm": 40.0, "pgd10": 9.0}, n=100)["fgsm_far_above_pgd"]
+    assert not sanity_checks({"fgsm": 90.0}, n=1000)["fgsm_far_above_pgd"]                   # no PGD to compare
+
+
+def test_collapse_checks_hand_worked():
+    from aalp.core.checks import class_shares, collapse_checks
+
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    constant = class_shares(labels, [2] * 10)   # chance 5/10; class 2: 10/10 predictions, 5/10 labels
+    assert constant == {"chance_pct": 50.0, "top_prediction": 2, "top_prediction_pct": 100.0,
+                        "top_prediction_label_pct": 50.0}
+    # clean 50 = chance: fires; 100 >= 50 and 100 >= 2 * 50: fires
+    assert collapse_checks(50.0, constant, 10) == {"clean_at_chance": True, "predictions_one_class": True}
+    good = class_shares(labels, labels)         # every prediction right: class 2 takes 50, as in the labels
+    assert good["top_prediction"] == 2 and good["top_prediction_pct"] == 50.0
+    assert collapse_checks(100.0, good, 10) == {"clean_at_chance": False, "predictions_one_class": False}
+    # balanced ten classes, 1000 samples: chance 10; tol = 100/1000 + 200 sqrt(p(1-p)/1000), p = (c + 10)/200
+    balanced = {"chance_pct": 10.0, "top_prediction": 0, "top_prediction_pct": 12.0, "top_prediction_label_pct": 10.0}
+    assert collapse_checks(11.5, balanced, 1000)["clean_at_chance"]          # 1.5 <= 0.1 + 1.96 = 2.06
+    assert not collapse_checks(13.0, balanced, 1000)["clean_at_chance"]      # 3.0 > 0.1 + 2.05 = 2.15
+    assert collapse_checks(5.0, balanced, 1000)["clean_at_chance"]           # under chance
+    half = {**balanced, "top_prediction_pct": 50.0}
+    assert collapse_checks(60.0, half, 1000)["predictions_one_class"]        # 50 >= 50 and 50 >= 2 * 10
+    assert not collapse_checks(60.0, {**half, "top_prediction_pct": 49.9}, 1000)["predictions_one_class"]
+    # two balanced classes: half the predictions on one class is what the labels are, not a collapse
+    assert not collapse_checks(90.0, {"chance_pct": 50.0, "top_prediction": 1, "top_prediction_pct": 55.0,
+                                      "top_prediction_label_pct": 50.0}, 1000)["predictions_one_class"]
+
+
+def test_into_ball_makes_the_stated_bound_hold_exactly():
+    """0.7 in float32 is 0.699999988; float32's 0.7 + 0.3 rounds to 1.0, which lies 0.300000012 from it, outside a
+    ball of radius 0.3 (a real number): into_ball moves it one float32 step down, to 0.99999994 (0.29999995 away)."""
+    x = torch.tensor([0.7, 0.7, 0.2, 0.5], dtype=torch.float32)
+    raw = torch.tensor([1.0, 0.5, 0.0, 0.8], dtype=torch.float32)   # the last: 0.8 - 0.5 in float32
+    assert (raw.double() - x.double()).abs()[0] > 0.3                  # the rounding the method page states
+    out = attacks.into_ball(raw, x, 0.3)
+    assert out.dtype == torch.float32
+    assert out[0].item() == torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)).item() == 1 - 2 ** -24
+    assert torch.equal(out[1:3], raw[1:3])                             # inside already: unchanged
+    assert ((out.double() - x.double()).abs() <= 0.3).all() and ((out >= 0) & (out <= 1)).all()
+    # a real PGD-20 at eps 0.3: points pushed to the corners of the ball, then the exact bound
+    torch.manual_seed(0)
+    m = models.build("lenet_small", (1, 28, 28), [0.4], [0.3]).eval()
+    xs = torch.rand(8, 1, 28, 28)
+    adv = attacks.pgd(m, xs, torch.arange(8), eps=0.3, step=0.05, steps=20, generator=torch.Generator().manual_seed(1))
+    exact = attacks.into_ball(adv, xs, 0.3)
+    assert (exact.double() - xs.double()).abs().max() <= 0.3
+    outside = (adv.double() - xs.double()).abs() > 0.3   # float32 rounding at the ball's faces
+    assert outside.any()
+    assert torch.equal(exact != adv, outside)               # exactly the points outside moved,
+    # by rounding's size: eps's float32 excess (1.2e-8) plus one float32 step at 1 (6e-8)
+    assert (exact - adv).abs().max() <= 1.2e-8 + 2 ** -24
 
 
 def test_consistency_sets_from_records():
@@ -226,7 +291,8 @@ def test_evaluate_records_the_autoattack_component(tmp_path, monkeypatch):
     assert counts["robust"] == (sub.autoattack_by == "").sum()
     assert counts["robust"] == round(30 * metrics["accuracy"]["autoattack"] / 100)
     assert set(metrics["checks"]) == {"pgd_steps_increase", "cw_steps_increase", "pgd_above_fgsm",
-                                      "autoattack_above_pgd", *NEW_FLAGS}
+                                      "autoattack_above_pgd", *NEW_FLAGS, "fgsm_far_above_pgd",
+                                      "clean_at_chance", "predictions_one_class"}
 
 @pytest.fixture
 def tiny_run(ci_params, tmp_path, monkeypatch):
@@ -258,7 +324,7 @@ def tiny_run(ci_params, tmp_path, monkeypatch):
 def _separate_records(cfg, rd, x_all, y_all, name: str, seed_name: str) -> dict:
     """The record columns of attack `name` run on its own, batch by batch, from a generator seeded as
     evaluate seeds `seed_name` (run seed 0)."""
-    model = training.load_model(rd / "model.pt")
+    model = checkpoints.load_model(rd / "model.pt")
     ecfg, atk = cfg["evaluation"], attacks.EvalAttack.parse(name)
     eps, step = cfg["experiments"]["synthetic"]["attack"]["eps"], cfg["experiments"]["synthetic"]["attack"]["step"]
     g = torch.Generator().manual_seed(evaluation._attack_seed(ecfg["seed"] + 0, seed_name))
@@ -266,6 +332,7 @@ def _separate_records(cfg, rd, x_all, y_all, name: str, seed_name: str) -> dict:
     for i in range(0, len(x_all), ecfg["batch_size"]):
         x, y = x_all[i:i + ecfg["batch_size"]], y_all[i:i + ecfg["batch_size"]]
         x_adv = atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=g)
+        x_adv = attacks.into_ball(x_adv, x, eps)  # what evaluate scores (docs/method.md#evaluation-attacks)
         with torch.no_grad():
             lc, la = model(x).float(), model(x_adv).float()
         cols["pred"].append(la.argmax(1))

@@ -29,7 +29,8 @@ from ..artifacts import atomic_path, provenance, write_json
 from .attacks import eval_mode, pgd
 from ..config import AttackSpec
 from .data import load_prepared, to_float
-from .training import load_model, select_device
+from .checkpoints import load_model
+from .training import select_device
 
 log = logging.getLogger(__name__)
 DEFAULTS = {"samples": None, "cam_samples": 8, "batch_size": 256}

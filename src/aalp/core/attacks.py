@@ -148,6 +148,17 @@ def pgd_prefixes(model, x, y, *, eps: float, step: float, checkpoints: Iterable[
     return out
 
 
+def into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x_adv projected so that |x_adv - x| <= eps holds exactly for the stored float32 values, eps being the real
+    number the params give (0.3, not its float32 rounding 0.30000001): the projection is done in float64, and a
+    value that rounding back to float32 leaves outside moves one float32 step towards x. Points already inside are
+    returned unchanged; [0, 1] is kept (x is in it). The attacks project in float32, which leaves points up to
+    about one float32 step (~4e-8) outside (docs/method.md#evaluation-attacks)."""
+    xd = x.double()
+    inside = torch.minimum(torch.maximum(x_adv.double(), xd - eps), xd + eps).to(x_adv.dtype)
+    return torch.where((inside.double() - xd).abs() > eps, torch.nextafter(inside, x), inside)
+
+
 def fgsm(model, x, y, *, eps: float, amp: bool = False, **_) -> torch.Tensor:
     """One signed-gradient step of size eps from the clean point."""
     return pgd(model, x, y, eps=eps, step=eps, steps=1, random_start=False, amp=amp)

@@ -31,19 +31,16 @@ from tqdm import tqdm
 
 from .. import config as C
 from ..artifacts import atomic_path, provenance, write_json
-from .attacks import AUTOATTACK_COMPONENTS, SHARED_KINDS, EvalAttack, attack_groups, autoattack, autocast, pgd, run_shared
+from .attacks import (AUTOATTACK_COMPONENTS, SHARED_KINDS, EvalAttack, attack_groups, autoattack, autocast, into_ball, pgd,
+                      run_shared)
+from .checks import AUTOATTACK_FLAGS, class_shares, collapse_checks, resolution_tolerance, sanity_checks  # noqa: F401 (re-exported)
 from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
-from .training import load_model, select_device
+from .checkpoints import load_model, load_resume, save_resume as write_resume
+from .training import select_device
 
 log = logging.getLogger(__name__)
-TOLERANCE = 0.5    # percentage points: the floor of every tolerance in the sanity checks
-NOISE_SE = 2.0     # standard errors of binomial noise allowed on top of one sample's worth of accuracy
-FAR_POINTS = {"pgd": 10.0, "fgsm": 30.0}  # points by which FGSM/PGD must exceed CW/AutoAttack to be "far above"
-AUTOATTACK_FLAGS = ("autoattack_above_pgd", "pgd_far_above_autoattack", "fgsm_far_above_autoattack")  # on its subset
-
-
 def _attack_seed(base: int, name: str) -> int:
     return base * 1_000_003 + zlib.crc32(name.encode())
 
@@ -56,72 +53,13 @@ def _group_label(members: list[EvalAttack]) -> str:
     return f"{', '.join(a.name for a in members)} (one {top.name} trajectory)"
 
 
-def resolution_tolerance(a: float, b: float, n_a: int | None, n_b: int | None, floor: float = TOLERANCE) -> float:
-    """The difference in percentage points that chance can explain between two accuracies a and b
-    (percent) measured on n_a and n_b samples:
-
-        tol = max(floor, 100 / m + NOISE_SE * 100 * sqrt(p (1 - p) / m)),  m = min(n_a, n_b), p = (a + b) / 200,
-
-    i.e. one sample's worth of accuracy (the resolution) plus NOISE_SE (2) binomial standard errors of an
-    accuracy at the pooled rate p. Both accuracies come from attacks on the same samples, whose outcomes
-    correlate: for correlation rho >= 1/2 the standard error of their difference is at most that of one
-    accuracy, so the rule errs towards not firing. Examples: 53 vs 52 on 100 samples: tol = 1 + 9.99 =
-    10.99 points; 50 vs 40 on 1000 samples: tol = 0.1 + 3.15 = 3.25 points. Without sample counts
-    (n_a or n_b None): tol = floor."""
-    if n_a is None or n_b is None:
-        return floor
-    m = min(n_a, n_b)
-    p = min(max((a + b) / 200.0, 0.0), 1.0)
-    return max(floor, 100.0 / m + NOISE_SE * 100.0 * math.sqrt(p * (1.0 - p) / m))
-
-
-def sanity_checks(acc: dict[str, float], n: int | dict[str, int] | None = None, tol: float = TOLERANCE,
-                  far: dict[str, float] | None = None) -> dict[str, bool]:
-    """Flags that fire (True) on signatures of gradient masking, from accuracies in percent per attack
-    (fgsm, pgd<k>, cw<k>, autoattack). `n` is the number of samples behind each accuracy (one int for
-    all, or per attack name); every comparison of two accuracies x > y fires only when x - y exceeds
-    resolution_tolerance(x, y, n_x, n_y, floor=tol) (tol alone when n is None). Orderings:
-    - pgd_steps_increase: accuracy under PGD-k rises from one k to the next larger k; cw_steps_increase: same for CW-k;
-    - pgd_above_fgsm: accuracy under some PGD-k is above FGSM's;
-    - autoattack_above_pgd: AutoAttack leaves more accuracy than the strongest PGD/CW (the lowest accuracy).
-    Gaps (a weak CE attack fails where a margin loss or AutoAttack succeeds, e.g. a saturated softmax),
-    each firing when the gap exceeds both `far` (points; default FAR_POINTS: 10 for PGD, 30 for FGSM,
-    whose single step legitimately leaves up to ~20 points more on adversarially trained models) and the tolerance:
-    - pgd_far_above_cw / fgsm_far_above_cw: the strongest PGD-k / FGSM above the strongest CW-k;
-    - pgd_far_above_autoattack / fgsm_far_above_autoattack: the strongest PGD-k / FGSM above AutoAttack.
-    A flag whose attacks are missing from acc is False."""
-    far = FAR_POINTS if far is None else far
-
-    def count(k):
-        return n.get(k) if isinstance(n, dict) else n
-
-    def above(hi: str, lo: str, margin: float = 0.0) -> bool:  # acc[hi] above acc[lo] beyond noise and margin
-        d = acc[hi] - acc[lo]
-        return d > max(margin, resolution_tolerance(acc[hi], acc[lo], count(hi), count(lo), floor=tol))
-
-    def series(kind):
-        return sorted((k for k in acc if k.startswith(kind) and k[len(kind):].isdigit()),
-                      key=lambda k: int(k[len(kind):]))
-
-    def strongest(keys):  # the attack leaving the lowest accuracy
-        return min(keys, key=lambda k: acc[k]) if keys else None
-
-    pgd_keys, cw_keys = series("pgd"), series("cw")
-    best_pgd, best_cw = strongest(pgd_keys), strongest(cw_keys)
-    best_iter = strongest(pgd_keys + cw_keys)
-    fgsm = "fgsm" if "fgsm" in acc else None
-    aa = "autoattack" if "autoattack" in acc else None
-    flags = {
-        "pgd_steps_increase": any(above(b, a) for a, b in zip(pgd_keys, pgd_keys[1:])),
-        "cw_steps_increase": any(above(b, a) for a, b in zip(cw_keys, cw_keys[1:])),
-        "pgd_above_fgsm": fgsm is not None and any(above(k, fgsm) for k in pgd_keys),
-        "autoattack_above_pgd": aa is not None and best_iter is not None and above(aa, best_iter),
-    }
-    for name, weak, margin in (("pgd", best_pgd, far["pgd"]), ("fgsm", fgsm, far["fgsm"])):
-        for strong_name, strong in (("cw", best_cw), ("autoattack", aa)):
-            flags[f"{name}_far_above_{strong_name}"] = (weak is not None and strong is not None
-                                                        and above(weak, strong, margin))
-    return flags
+def _finite_logits(logits: torch.Tensor, run: str, where: str) -> None:
+    """A model whose logits overflow has no accuracy: argmax over NaN picks class 0, which would count as a
+    prediction under every attack. One line instead."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(1).sum())
+        raise RuntimeError(f"{run}: the model's logits are not finite for {bad} of {len(logits)} inputs ({where}); "
+                           "its weights are finite, so the forward pass overflows: the model is not usable")
 
 
 def _fingerprint(model_path: Path, ecfg: dict, *parts) -> str:
@@ -180,71 +118,74 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     resume = out / "resume.pt"
     fp = _fingerprint(run_dir / "model.pt", ecfg, names, n, n_aa, eps, step, vars(train_atk), amp, device, code_hash)
     start = 0
-    if resume.exists():
-        st = torch.load(resume, map_location="cpu", weights_only=True)
-        if st.get("fingerprint") == fp:
-            start, aa_by, timings = st["next"], list(st["aa_by"]), dict(st["timings"])
-            cols = {k: [v.to(device)] for k, v in st["cols"].items()}
-            for g, state in st["gens"].items():
-                gens[g].set_state(state)
-            log.info("resuming from %s at sample %d of %d", resume, start, n)
-        else:
-            log.warning("ignoring %s: it was written for another model, parameters or code", resume)
+    st = load_resume(resume, fp)
+    if st is not None:
+        start, aa_by, timings = st["next"], list(st["aa_by"]), dict(st["timings"])
+        cols = {k: [v.to(device)] for k, v in st["cols"].items()}
+        for g, state in st["gens"].items():
+            gens[g].set_state(state)
+        log.info("resuming from %s at sample %d of %d", resume, start, n)
 
     def save_resume(next_sample: int) -> None:
-        state = {"fingerprint": fp, "next": next_sample, "aa_by": aa_by, "timings": timings,
-                 "cols": {k: torch.cat(v).cpu() for k, v in cols.items()},
-                 "gens": {g: gen.get_state() for g, gen in gens.items()}}
-        with atomic_path(resume) as tmp:
-            torch.save(state, tmp)
+        write_resume(resume, {"fingerprint": fp, "next": next_sample, "aa_by": aa_by, "timings": timings,
+                              "cols": {k: torch.cat(v).cpu() for k, v in cols.items()},
+                              "gens": {g: gen.get_state() for g, gen in gens.items()}})
 
     bar = tqdm(range(start, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
                initial=start // bs, total=(n + bs - 1) // bs, mininterval=0.5 if sys.stderr.isatty() else 10)
-    for i in bar:
-        x, y = to_float(x_all[i:i + bs]), y_all[i:i + bs]
-        with torch.no_grad(), autocast(device, amp):
-            lc = model(x).float()
-        cols["label"].append(y)
-        cols["clean_pred"].append(lc.argmax(1))
-        cols["clean_conf"].append(true_class_prob(lc, y))
-        for g in [*groups, "train"]:
-            bar.set_postfix_str(labels.get(g, "train"), refresh=False)
-            t = time.time()
-            if g == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
-                for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")), ("alp", float("nan"))):
-                    cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
-                                                       dtype=torch.long if f == "pred" else torch.float))
-                aa_by += [""] * len(y)
-                continue
-            if g == "train":
-                advs = {g: pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
-                               random_start=train_atk.random_start, generator=gens[g], amp=amp)}
-            elif g in SHARED_KINDS:
-                advs = run_shared(groups[g], model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"],
-                                  generator=gens[g], amp=amp)
-            elif g == "autoattack":
-                x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(base, g) % (2**31),
-                                       steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
-                                       return_by=True)
-                aa_by += by
-                advs = {g: x_adv}
-            else:
-                (atk,) = groups[g]
-                advs = {g: atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[g], amp=amp,
-                                   seed=_attack_seed(base, g) % (2**31), aa_steps=ecfg["autoattack_steps"],
-                                   aa_queries=ecfg["autoattack_queries"])}
-            timings[owner[g]] += time.time() - t
-            for a, x_adv in advs.items():
-                if (x_adv - x).abs().max() > eps + 1e-6 and a != "train":
-                    raise RuntimeError(f"attack {a} left the eps ball")
-                with torch.no_grad(), autocast(device, amp):
-                    la = model(x_adv).float()
-                cols[f"{a}_pred"].append(la.argmax(1))
-                cols[f"{a}_conf"].append(true_class_prob(la, y))
-                cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
-                cols[f"{a}_alp"].append(alp_pairing(lc, la))
-        if i + bs < n:
-            save_resume(i + bs)
+    try:  # the bar's line ends before any error line
+        for i in bar:
+            x, y = to_float(x_all[i:i + bs]), y_all[i:i + bs]
+            with torch.no_grad(), autocast(device, amp):
+                lc = model(x).float()
+            _finite_logits(lc, f"evaluate {dataset}/{method}/s{seed}", f"clean samples {i}-{i + len(y) - 1}")
+            cols["label"].append(y)
+            cols["clean_pred"].append(lc.argmax(1))
+            cols["clean_conf"].append(true_class_prob(lc, y))
+            for g in [*groups, "train"]:
+                bar.set_postfix_str(labels.get(g, "train"), refresh=False)
+                t = time.time()
+                if g == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
+                    for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")),
+                                    ("alp", float("nan"))):
+                        cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
+                                                           dtype=torch.long if f == "pred" else torch.float))
+                    aa_by += [""] * len(y)
+                    continue
+                if g == "train":
+                    advs = {g: pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
+                                   random_start=train_atk.random_start, generator=gens[g], amp=amp)}
+                elif g in SHARED_KINDS:
+                    advs = run_shared(groups[g], model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"],
+                                      generator=gens[g], amp=amp)
+                elif g == "autoattack":
+                    x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(base, g) % (2**31),
+                                           steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
+                                           return_by=True)
+                    aa_by += by
+                    advs = {g: x_adv}
+                else:
+                    (atk,) = groups[g]
+                    advs = {g: atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[g],
+                                       amp=amp, seed=_attack_seed(base, g) % (2**31),
+                                       aa_steps=ecfg["autoattack_steps"], aa_queries=ecfg["autoattack_queries"])}
+                timings[owner[g]] += time.time() - t
+                for a, x_adv in advs.items():
+                    radius = train_atk.eps if a == "train" else eps
+                    if (x_adv - x).abs().max() > radius + 1e-6:  # more than float32 rounding: a broken attack
+                        raise RuntimeError(f"attack {a} left the eps ball")
+                    x_adv = into_ball(x_adv, x, radius)  # |x_adv - x| <= eps exactly (docs/method.md#evaluation-attacks)
+                    with torch.no_grad(), autocast(device, amp):
+                        la = model(x_adv).float()
+                    _finite_logits(la, f"evaluate {dataset}/{method}/s{seed}", f"{a} on samples {i}-{i + len(y) - 1}")
+                    cols[f"{a}_pred"].append(la.argmax(1))
+                    cols[f"{a}_conf"].append(true_class_prob(la, y))
+                    cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
+                    cols[f"{a}_alp"].append(alp_pairing(lc, la))
+            if i + bs < n:
+                save_resume(i + bs)
+    finally:
+        bar.close()
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
@@ -258,13 +199,16 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     subset = records[records["sample"] < n_aa]
     acc_subset = {a: 100.0 * float((subset[f"{a}_pred"] == subset.label).mean()) for a in names if a != "train"}
     sets = consistency_sets(records)
+    shares = class_shares(records.label, records.clean_pred)
     metrics = {
         "n_samples": n, "n_samples_autoattack": n_aa if "autoattack" in names else 0,
         "accuracy": {k: round(v, 4) for k, v in acc.items()},
         "consistent_pct_of_clean_correct": round(100.0 * float(sets.eq("consistent").sum()) /
                                                  max(1, int(sets.isin(["consistent", "inconsistent"]).sum())), 4),
+        "class_shares": shares,
         "checks": {**sanity_checks({k: v for k, v in acc.items() if k not in ("clean", "train", "autoattack")}, n=n),
-                   **{k: v for k, v in sanity_checks(acc_subset, n=n_aa).items() if k in AUTOATTACK_FLAGS}},
+                   **{k: v for k, v in sanity_checks(acc_subset, n=n_aa).items() if k in AUTOATTACK_FLAGS},
+                   **collapse_checks(acc["clean"], shares, n)},
     }
     if "autoattack" in names:  # how many samples of the subset each component flipped ('robust': none did)
         counts = records.autoattack_by[records["sample"] < n_aa].replace("", "robust").value_counts()

@@ -25,12 +25,13 @@ from tqdm import tqdm
 
 from . import losses, models
 from ..artifacts import atomic_path, provenance, write_json
+from .checkpoints import load_model, load_resume, save_model, save_resume  # noqa: F401 (load_model: re-exported)
+from .divergence import Diverged, LossWatch  # noqa: F401 (Diverged: re-exported)
 from .attacks import autocast, eval_mode, pgd
 from ..config import RunSpec
 from .data import load_prepared, to_float
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 1
 PROBE_COLUMNS = ("clean_correct", "adv_correct", "clean_conf", "adv_conf", "clean_ce", "adv_ce", "alp")
 # history.csv's probe columns: the mean over the probe images of PROBE_COLUMNS' per-image values
 PROBE_MEANS = {"probe_clean_acc": "clean_correct", "probe_adv_acc": "adv_correct", "probe_clean_loss": "clean_ce",
@@ -43,38 +44,6 @@ def select_device(pref: str = "auto") -> torch.device:
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(pref)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def save_model(path: Path, model: models.Classifier, model_name: str, shape, extra: dict | None = None) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "model": model_name, "shape": list(shape),
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_model(path: str | Path, expect_model: str | None = None, expect_shape=None,
-               device: torch.device | str = "cpu") -> models.Classifier:
-    """Load a checkpoint written by save_model (weights_only=True); a checkpoint of another model or
-    input shape is a clear error."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, ...
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or "model" not in ck:
-        raise ValueError(f"{path}: not an aalp model checkpoint")
-    if expect_model and ck["model"] != expect_model:
-        raise ValueError(f"{path}: checkpoint holds a {ck['model']!r} model, expected {expect_model!r}")
-    if expect_shape and tuple(ck["shape"]) != tuple(expect_shape):
-        raise ValueError(f"{path}: checkpoint was trained on inputs {tuple(ck['shape'])}, expected {tuple(expect_shape)}")
-    sd = ck["state_dict"]
-    c = ck["shape"][0]
-    model = models.build(ck["model"], ck["shape"], [0.0] * c, [1.0] * c)
-    model.load_state_dict(sd)  # strict: the architecture must match exactly
-    return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -261,30 +230,30 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
     done_seconds, epoch_done_seconds = 0.0, 0.0  # seconds of a resumed run's earlier segments: run, current epoch
     resume = out / "resume.pt"
-    if resume.exists():
-        st = torch.load(resume, map_location="cpu", weights_only=True)
-        if st.get("fingerprint") == fp:
-            model.load_state_dict(st["model"])
-            trainer.opt.load_state_dict(st["opt"])
-            trainer.gen.set_state(st["gen"])
-            trainer.aug_gen.set_state(st["aug_gen"])
-            epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
-            history, probes, sums = st["history"], st["probes"], st["sums"]
-            done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
-            log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
-        else:
-            log.warning("ignoring %s: it was written with other parameters or data", resume)
+    st = load_resume(resume, fp)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        trainer.opt.load_state_dict(st["opt"])
+        trainer.gen.set_state(st["gen"])
+        trainer.aug_gen.set_state(st["aug_gen"])
+        epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
+        history, probes, sums = st["history"], st["probes"], st["sums"]
+        done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
+        log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
     if step == 0:  # a fresh run: snapshots of an earlier run must not join this run's series
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
-    def save_resume():
+    run = f"{spec.dataset}/{spec.method}/s{spec.seed}"
+    watch = LossWatch(device)
+
+    def save_state():  # only a finite state becomes a resume point: a diverged run keeps its last good one
+        watch.check(run, model, resume)
         now = time.time()  # the seconds so far go with the state: a resumed run adds them
-        state = {"fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
-                 "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx, "step": step,
-                 "history": history, "probes": probes, "sums": sums,
-                 "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0}
-        with atomic_path(resume) as tmp:
-            torch.save(state, tmp)
+        save_resume(resume, {
+            "fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
+            "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx,
+            "step": step, "history": history, "probes": probes, "sums": sums,
+            "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0})
 
     every = tcfg["checkpoint_every"]
     per_epoch = min(n, n_batches * bs)
@@ -306,17 +275,22 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
                     sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
                 batch_idx += 1
                 step += 1
+                watch.update(terms["loss"], step)
                 bar.update(len(idx))
                 if every and step % every == 0:
+                    watch.check(run, model, resume)
                     if spec.snapshots:
                         save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
-                    save_resume()
+                    save_state()
+                elif step % LossWatch.EVERY == 0:
+                    watch.check(run, model, resume)
                 if stop.signum is not None:
-                    save_resume()
+                    save_state()
                     log.warning("signal %d at step %d: saved %s; exiting, a rerun of this job resumes from it",
                                 stop.signum, step, resume)
                     sys.exit(128 + stop.signum)
             epoch_time = epoch_done_seconds + time.time() - t0
+            watch.check(run, model, resume)
             probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
             row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
                    **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
@@ -327,11 +301,12 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
                      " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             epoch, batch_idx, sums = epoch + 1, 0, {}
             epoch_done_seconds, t0 = 0.0, time.time()
-            save_resume()
-    finally:
+            save_state()
+    finally:  # the bar's line ends before any error line
         stop.restore()
-    bar.close()
+        bar.close()
 
+    watch.check(run, model, resume)  # a run of zero steps left, or of no full epoch, gets checked too
     # Final artefacts: each written atomically; model.pt last, since it marks the run as finished.
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import config as C
 from ..artifacts import atomic_path, read_json
+from ..core.checks import COLLAPSE_FLAGS
 from ..layout import CLAIMS, REPORT_ITEMS, TITLES, fingerprint, index_outputs, run_dir
 from . import stats as S
 from .claims import claims_dict, per_seed
@@ -37,7 +38,10 @@ FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd"
              "pgd_far_above_cw": "PGD accuracy far above CW (CE gradients masked?)",
              "fgsm_far_above_cw": "FGSM accuracy far above CW (CE gradients masked?)",
              "pgd_far_above_autoattack": "PGD accuracy far above AutoAttack (gradient masking?)",
-             "fgsm_far_above_autoattack": "FGSM accuracy far above AutoAttack (gradient masking?)"}
+             "fgsm_far_above_autoattack": "FGSM accuracy far above AutoAttack (gradient masking?)",
+             "fgsm_far_above_pgd": "FGSM accuracy far above PGD (catastrophic overfitting?)",
+             "clean_at_chance": "clean accuracy at or under chance (a collapsed model: every attack leaves the same)",
+             "predictions_one_class": "clean predictions concentrated on one class (a collapsed model?)"}
 DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this many points
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
@@ -126,14 +130,15 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
 
 
 def fired_lists(cfg: dict, table2: pd.DataFrame, fired: pd.DataFrame) -> dict[str, list[str]]:
-    """The fired gradient-masking checks, one line per run and check, split in two: 'warn', those that point to
-    a weak attack or masked gradients, and 'explained', those short_pgd_note explains (no sign of masking),
-    which the page folds away so that the warnings are not lost among them."""
-    out = {"warn": [], "explained": []}
+    """The fired checks, one line per run and check, split in three: 'collapsed', the collapse checks (a model
+    that predicts one class, whose accuracies measure no robustness); 'warn', the checks that point to a weak
+    attack, masked gradients or catastrophic overfitting; and 'explained', those short_pgd_note explains (no sign
+    of masking), which the page folds away so that the warnings are not lost among them."""
+    out = {"warn": [], "explained": [], "collapsed": []}
     for r in fired.itertuples():
         note = short_pgd_note(cfg, table2, r)
-        out["explained" if note else "warn"].append(
-            f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}{note}")
+        kind = "collapsed" if r.check in COLLAPSE_FLAGS else "explained" if note else "warn"
+        out[kind].append(f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}{note}")
     return out
 
 

@@ -11,7 +11,8 @@ from .. import config as C
 from ..core import models
 from ..core.attacks import pgd
 from ..core.data import load_prepared, to_float
-from ..core.training import Trainer, speed_options, load_model, select_device
+from ..core.checkpoints import load_model
+from ..core.training import Trainer, speed_options, select_device
 
 
 BENCH_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
