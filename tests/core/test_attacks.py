@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -220,3 +222,59 @@ def test_bf16_weights_cast_once_per_attack_is_bit_identical(model, loss, train_m
     assert torch.equal(once, every)
     assert all(a is b for a, b in zip(model.parameters(), params))  # the same parameter objects, float32, trainable again
     assert all(p.dtype == torch.float32 and p.requires_grad for p in params)
+
+
+# ----------------------------------------------------------------------------- TRADES' KL attack: its direction
+def test_kl_attack_objective_is_kl_of_clean_against_adversarial_by_hand():
+    """The KL attack maximises sum_i KL(p_clean,i || softmax f(x'_i)), not KL(p_adv || p_clean).
+
+    Both samples have p_clean = (1/2, 1/2); the adversarial logits (0, ln 4) and (ln 4, 0) give q = (1/5, 4/5)
+    and (4/5, 1/5). Each sample: KL(p || q) = 1/2 ln(5/2) + 1/2 ln(5/8) = ln(5/4) = 0.22314, so the sum is
+    2 ln(5/4) = 0.44629; the reverse KL(q || p) = 1/5 ln(2/5) + 4/5 ln(8/5) = 0.19274 each, 0.38549 in all."""
+    clean_probs = torch.full((2, 2), 0.5)
+    logits_adv = torch.tensor([[0.0, math.log(4)], [math.log(4), 0.0]])
+    y = torch.tensor([0, 1])  # the KL attack ignores the labels
+    obj = attacks._objective("kl", logits_adv, y, 50.0, clean_probs)
+    assert obj.item() == pytest.approx(2 * math.log(5 / 4), rel=1e-6)
+    reverse = 2 * (0.2 * math.log(0.4) + 0.8 * math.log(1.6))
+    assert abs(obj.item() - reverse) > 0.05  # the two directions are far apart on these logits
+
+
+class _FixedCleanLinear(torch.nn.Module):
+    """Logits 4 * x over 3 pixels (3 classes) for the attack's iterates; its first call, which is pgd's clean
+    forward pass (the KL attack computes the clean probabilities before its first step), returns fixed
+    clean logits, so that p_clean is not close to q at the start (x + 0.001 N(0, 1)), where both KL
+    directions have the same gradient to first order."""
+
+    def __init__(self, clean_logits: torch.Tensor):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(4.0))  # a weight for the attack to freeze
+        self.clean = clean_logits
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 1:
+            return self.clean.expand(len(x), -1)
+        return self.scale * x.flatten(1)
+
+
+def test_kl_attack_steps_up_the_gradient_of_kl_clean_against_adversarial():
+    """One KL-attack step moves each pixel by sign(d KL(p || q) / dx') = sign(4 (q - p)).
+
+    p = softmax(ln 3, 0, 0) = (0.6, 0.2, 0.2); x = (0.2, 0.2 + ln(6)/4, 0.2 + ln(3)/4), so 4x = (0, ln 6, ln 3) + 0.8
+    and q = (0.1, 0.6, 0.3). d KL(p || q) / dz = q - p = (-0.5, 0.4, 0.1): signs (-, +, +).
+    The reverse direction: d KL(q || p) / dz_k = q_k (ln(q_k / p_k) - KL(q || p)), with
+    KL(q || p) = 0.1 ln(1/6) + 0.6 ln 3 + 0.3 ln 1.5 = 0.6016: pixel 3 gets 0.3 (ln 1.5 - 0.6016) = -0.059,
+    signs (-, +, -).
+    The random start (0.001 N(0, 1)) moves 4x by about 0.004, q by well under 1%: far less than these margins."""
+    model = _FixedCleanLinear(torch.tensor([[math.log(3), 0.0, 0.0]]))
+    x = torch.tensor([0.2, 0.2 + math.log(6) / 4, 0.2 + math.log(3) / 4]).view(1, 3, 1, 1)
+    q = torch.softmax(4 * x.flatten(1), 1)
+    assert q.flatten().tolist() == pytest.approx([0.1, 0.6, 0.3])
+    xa = attacks.pgd(model, x, torch.tensor([0]), eps=0.1, step=0.05, steps=1, loss="kl",
+                     generator=torch.Generator().manual_seed(0))
+    assert model.calls == 2  # the clean pass, then one step
+    moved = (xa - x).flatten()
+    assert torch.sign(moved).tolist() == [-1.0, 1.0, 1.0]  # KL(adv || clean) would give [-1, 1, -1]
+    assert ((moved.abs() - 0.05).abs() < 0.005).all()  # a full step from the start, each pixel

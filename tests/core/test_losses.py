@@ -58,6 +58,32 @@ def test_trades_objective_by_hand():
     assert loss.item() == pytest.approx(LN2 + 6.0 * 0.5 * math.log(4 / 3))
 
 
+def test_adaptive_trades_objective_weights_by_clean_confidence_by_hand():
+    """TRADES with adaptive weighting: w_i = p(y_i | x_i) on the clean logits multiplies each sample's KL before
+    the mean over B; the CE term is not weighted (docs/method.md#adaptive-weighting). 2 samples, 3 classes, y = 0:
+
+    sample 1: clean (0, 0, 0): p = (1/3, 1/3, 1/3), w = 1/3; adversarial (0, ln 4, 0): q = (1/6, 4/6, 1/6);
+              KL(p || q) = 1/3 (ln 2 + ln 1/2 + ln 2) = ln(2) / 3; CE = ln 3.
+    sample 2: clean (ln 2, 0, 0): p = (1/2, 1/4, 1/4), w = 1/2; adversarial (0, 0, 0): q = (1/3, 1/3, 1/3);
+              KL(p || q) = 1/2 ln(3/2) + 1/2 ln(3/4) = ln(9/8) / 2; CE = ln 2.
+    cls = (ln 3 + ln 2) / 2 = ln(6) / 2 = 0.895880
+    reg = (1/3 * ln(2)/3 + 1/2 * ln(9/8)/2) / 2 = ln(2)/18 + ln(9/8)/8 = 0.038508 + 0.014723 = 0.053231
+    loss = cls + 6 reg = 1.215266.
+    Weights from the adversarial logits (1/6 and 1/3) would give reg = 0.029069, loss 1.070296; no weights
+    reg = 0.144970, loss 1.765701; dividing by sum(w) instead of B, reg = 0.127755."""
+    logits = torch.tensor([[0.0, 0.0, 0.0], [LN2, 0.0, 0.0],                 # clean
+                           [0.0, math.log(4), 0.0], [0.0, 0.0, 0.0]])       # adversarial
+    y = torch.tensor([0, 0])
+    reg = math.log(2) / 18 + math.log(9 / 8) / 8
+    loss, terms = losses.objective("trades", logits, y, 2, beta=6.0, adaptive=True)
+    assert terms["cls"].item() == pytest.approx(math.log(6) / 2, rel=1e-6)
+    assert terms["pair"].item() == pytest.approx(reg, rel=1e-6)
+    assert loss.item() == pytest.approx(math.log(6) / 2 + 6 * reg, rel=1e-6)
+    assert loss.item() == pytest.approx(1.215266, abs=1e-6)
+    plain, _ = losses.objective("trades", logits, y, 2, beta=6.0)  # the flag reaches the TRADES branch
+    assert plain.item() == pytest.approx(math.log(6) / 2 + 6 * (math.log(2) / 6 + math.log(9 / 8) / 4), rel=1e-6)
+
+
 def test_raw_and_adv_objective_are_cross_entropy():
     logits = torch.tensor([[0.0, LN3]])
     for kind in ("raw", "adv"):

@@ -346,3 +346,60 @@ def test_cpu_kernels_leave_the_step_within_float32_rounding(tiny, monkeypatch, s
             old = _losses_and_weights(tiny, method, 3, **speed)
         assert torch.allclose(new[0], old[0], rtol=1e-5, atol=0)
         assert all(torch.allclose(new[1][k], old[1][k], rtol=0, atol=1e-5) for k in new[1])
+
+
+@pytest.fixture
+def rgb_cfg(ci_params):
+    """The CI profile's 3x32x32 set (resnet9_small, which has batch norm) with every attack-using objective."""
+    p = copy.deepcopy(ci_params)
+    p["experiments"]["synthetic_rgb"]["methods"] = ["raw", "adv", "alp", "trades"]
+    return C.validate(p)
+
+
+@pytest.mark.parametrize("method", ["adv", "alp", "trades"])
+def test_default_training_attack_on_batch_norm_is_the_eval_mode_attack(rgb_cfg, method):
+    """attack_mode's default (eval) on a batch-norm model: crafting the batch leaves every running statistic
+    (running_mean, running_var, num_batches_tracked) as it was and the model's mode too (train or eval), and
+    gives bit for bit the adversarial batch of an eval-mode pgd from the same generator seed. On LeNet
+    (no batch norm) the two modes agree, so only a batch-norm model can tell them apart: the check below
+    shows that a train-mode attack from the same seed moves the statistics and gives another batch."""
+    from aalp.core import attacks, models
+
+    spec = C.run_spec(rgb_cfg, "synthetic_rgb", method, 0)
+    assert spec.model == "resnet9_small" and spec.attack_mode == "eval"
+    torch.manual_seed(0)
+    model = models.build(spec.model, (3, 32, 32), [0.5] * 3, [0.25] * 3)
+    tr = training.Trainer(spec, model, torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)
+    stats = {k: v.clone() for k, v in model.named_buffers() if k.rsplit(".", 1)[-1] in
+             ("running_mean", "running_var", "num_batches_tracked")}
+    assert len(stats) == 3 * sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 0
+
+    def unchanged():
+        now = dict(model.named_buffers())
+        return [k for k in stats if not torch.equal(stats[k], now[k])]
+
+    model.train()  # as in training: the previous step left the model in train mode
+    xb, n_clean = tr.batch(x, y)
+    assert n_clean == (0 if method == "adv" else 4) and torch.equal(xb[:n_clean], x[:n_clean])
+    assert unchanged() == []
+    assert all(m.training for m in model.modules())  # the attack put train mode back, in every module
+
+    a = spec.attack
+    kw = dict(eps=a.eps, step=a.step, steps=a.steps, random_start=a.random_start,
+              loss="kl" if method == "trades" else "ce")
+    with attacks.eval_mode(model):
+        ref = attacks.pgd(model, x, y, **kw, generator=torch.Generator().manual_seed(spec.seed), train_mode=False)
+    assert torch.equal(xb[n_clean:], ref)
+    assert not torch.equal(ref, x)
+
+    model.eval()  # and a model in eval mode stays there
+    tr.batch(x, y)
+    assert not any(m.training for m in model.modules()) and unchanged() == []
+
+    # the check can fail: a train-mode attack (attack_mode: train) moves the statistics and crafts another batch
+    model.train()
+    in_train = attacks.pgd(model, x, y, **kw, generator=torch.Generator().manual_seed(spec.seed), train_mode=True)
+    assert not torch.equal(in_train, ref)
+    assert len(unchanged()) == len(stats)

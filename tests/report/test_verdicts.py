@@ -265,3 +265,65 @@ def test_fired_checks_split_into_warnings_and_explained_ones():
     assert "not a sign of masking" in out["explained"][0]
     assert out["warn"] == ["toy/raw seed 1: PGD accuracy above FGSM",
                            "toy/raw seed 0: PGD accuracy far above AutoAttack (gradient masking?)"]
+
+
+# ----------------------------------------------------------------------------- claim_verdict on its own
+def parts_of(*rows):
+    """A claim's parts on one dataset as verdicts() groups them: one (part_verdict, counted) pair per part."""
+    return pd.DataFrame([{"part_verdict": v, "counted": c} for v, c in rows], columns=["part_verdict", "counted"])
+
+
+@pytest.mark.parametrize("rows, want", [
+    ([(S.HOLDS, True), (S.HOLDS, True)], S.HOLDS),                  # every counted part holds
+    ([(S.HOLDS, True), (S.FAILS, True)], S.FAILS),                  # one counted part against the claim sinks it
+    ([(S.FAILS, True), (S.UNTESTABLE, True)], S.FAILS),             # ... before untestable
+    ([(S.HOLDS, True), (S.FAILS, False)], S.HOLDS),                 # a part shown but not counted does not
+    ([(S.HOLDS, True), (S.UNTESTABLE, True)], S.UNTESTABLE),        # holds needs every part
+    ([(S.INCONCLUSIVE, True), (S.UNTESTABLE, True)], S.UNTESTABLE),  # more seeds would not settle it
+    ([(S.EQUIVALENT, True), (S.EQUIVALENT, True)], S.EQUIVALENT),
+    ([(S.EQUIVALENT, True), (S.HOLDS, True)], S.INCONCLUSIVE),      # one holds, one shows no difference
+    ([(S.EQUIVALENT, True), (S.INCONCLUSIVE, True)], S.INCONCLUSIVE),
+    ([(S.HOLDS, True), (S.INCONCLUSIVE, True)], S.INCONCLUSIVE),
+    ([(S.BY_CONSTRUCTION, False)], S.BY_CONSTRUCTION),             # only by-construction parts: reads so
+    ([(S.BY_CONSTRUCTION, False), (S.BY_CONSTRUCTION, False)], S.BY_CONSTRUCTION),
+    ([(S.BY_CONSTRUCTION, False), (S.HOLDS, True)], S.HOLDS),       # beside a counted part, the counted part decides
+    ([(S.BY_CONSTRUCTION, False), (S.FAILS, True)], S.FAILS),
+    ([(S.BY_CONSTRUCTION, False), (S.FAILS, False)], S.INCONCLUSIVE),  # nothing counted, not all by construction
+    ([(S.HOLDS, False), (S.HOLDS, False)], S.INCONCLUSIVE),         # nothing counted: no evidence
+    ([], S.INCONCLUSIVE),
+])
+def test_claim_verdict_combines_only_the_counted_parts(rows, want):
+    assert V.claim_verdict(parts_of(*rows)) == want
+
+
+def claim_of(*parts):
+    """The claim verdict of parts given as (per-seed values, direction, unit), each judged by verdicts._part."""
+    rows = []
+    for i, (values, direction, unit) in enumerate(parts):
+        V._part(rows, V.CLAIMS[0], "toy", f"part {i}", values, direction, unit)
+    return V.claim_verdict(pd.DataFrame(rows)), [r["part_verdict"] for r in rows]
+
+
+@pytest.mark.parametrize("parts, want, part_verdicts", [
+    # 2, 3, 4: mean 3, sd 1, 3 +- 2.484 = [0.516, 5.484], above 0: holds for "rises", does not hold for "falls"
+    ([([2, 3, 4], +1, V.ACC)], S.HOLDS, [S.HOLDS]),
+    ([([2, 3, 4], -1, V.ACC)], S.FAILS, [S.FAILS]),
+    # one rises AND the other falls: both on their claimed side; then the second part's claim turned round
+    ([([2, 3, 4], +1, V.LOSS), ([-2, -3, -4], -1, V.LOSS)], S.HOLDS, [S.HOLDS, S.HOLDS]),
+    ([([2, 3, 4], +1, V.LOSS), ([-2, -3, -4], +1, V.LOSS)], S.FAILS, [S.HOLDS, S.FAILS]),
+    # zero spread: 3, 3, 3 is a point far from 0, yet no interval, in either direction
+    ([([3, 3, 3], +1, V.ACC)], S.INCONCLUSIVE, [S.INCONCLUSIVE]),
+    ([([3, 3, 3], -1, V.ACC)], S.INCONCLUSIVE, [S.INCONCLUSIVE]),
+    ([([2, 3, 4], +1, V.ACC), ([3, 3, 3], +1, V.ACC)], S.INCONCLUSIVE, [S.HOLDS, S.INCONCLUSIVE]),
+    # straddling 0: -1, 0, 1 gives [-2.484, 2.484], wider than the 1-point margin
+    ([([-1, 0, 1], +1, V.ACC)], S.INCONCLUSIVE, [S.INCONCLUSIVE]),
+    # -0.2, 0, 0.2 gives [-0.497, 0.497]: within +-1 point of accuracy, but losses have no margin
+    ([([-0.2, 0, 0.2], +1, V.ACC), ([0.1, 0, -0.1], -1, V.ACC)], S.EQUIVALENT, [S.EQUIVALENT, S.EQUIVALENT]),
+    ([([-0.2, 0, 0.2], +1, V.ACC), ([0.1, 0, -0.1], -1, V.LOSS)], S.INCONCLUSIVE, [S.EQUIVALENT, S.INCONCLUSIVE]),
+    # one seed: no interval however large the value
+    ([([50.0], +1, V.ACC)], S.INCONCLUSIVE, [S.INCONCLUSIVE]),
+])
+def test_claim_verdict_from_per_seed_values(parts, want, part_verdicts):
+    verdict, per_part = claim_of(*parts)
+    assert per_part == part_verdicts
+    assert verdict == want
