@@ -39,27 +39,42 @@ def _code_hash(stage: str) -> str:
     return pipeline.code_hash(stage)
 
 
+def _seeds(cfg, args) -> list[int]:
+    """--seed S or --seeds S1 S2 ...: the seeds, each checked against the set (names, duplicates) before compute."""
+    seeds = [args.seed] if args.seeds is None else list(args.seeds)
+    if len(set(seeds)) != len(seeds):
+        raise C.ConfigError(f"--seeds lists a seed twice: {seeds}")
+    for sd in seeds:
+        C.run_spec(cfg, args.dataset, args.method, sd)
+    return seeds
+
+
 def cmd_train(cfg, args):
+    """One run, or with --seeds the seeds of one (dataset, method) as one group (docs/method.md#seed-groups)."""
     from .core import training
 
-    spec = C.run_spec(cfg, args.dataset, args.method, args.seed)
-    training.train(cfg, spec, _run_dir(args.dataset, args.method, args.seed), code_hash=_code_hash("train"))
+    seeds = _seeds(cfg, args)
+    specs = [C.run_spec(cfg, args.dataset, args.method, sd) for sd in seeds]
+    outs = [_run_dir(args.dataset, args.method, sd) for sd in seeds]
+    training.train(cfg, specs[0] if args.seeds is None else specs, outs[0] if args.seeds is None else outs,
+                   code_hash=_code_hash("train"))
 
 
 def cmd_evaluate(cfg, args):
+    """With --seeds, the seeds one after another in this process (no batching yet: docs/method.md#seed-groups)."""
     from .core import evaluation
 
-    C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
-    evaluation.evaluate(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed),
-                        code_hash=_code_hash("evaluate"))
+    for sd in _seeds(cfg, args):
+        evaluation.evaluate(cfg, args.dataset, args.method, sd, _run_dir(args.dataset, args.method, sd),
+                            code_hash=_code_hash("evaluate"))
 
 
 def cmd_analyze(cfg, args):
     from .core import analysis
 
-    C.run_spec(cfg, args.dataset, args.method, args.seed)  # checks the names
-    analysis.analyze(cfg, args.dataset, args.method, args.seed, _run_dir(args.dataset, args.method, args.seed),
-                     code_hash=_code_hash("analyze"))
+    for sd in _seeds(cfg, args):
+        analysis.analyze(cfg, args.dataset, args.method, sd, _run_dir(args.dataset, args.method, sd),
+                         code_hash=_code_hash("analyze"))
 
 
 def cmd_report(cfg, args):
@@ -166,6 +181,9 @@ def cmd_bench(cfg, args):
         if args.jobs:
             result["concurrency"] = SP.concurrency_table(device, shapes, args.jobs, args.seconds)
             B.print_rows(result["concurrency"])
+        if args.group_sizes:
+            result["groups"] = SP.group_table(device, shapes, args.group_sizes, steps, warmup=2)
+            B.print_rows(result["groups"])
         if args.out:
             from .artifacts import write_json
 
@@ -243,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("--dataset", required=True)
         s.add_argument("--method", required=True)
-        s.add_argument("--seed", type=int, required=True)
+        one = s.add_mutually_exclusive_group(required=True)
+        one.add_argument("--seed", type=int)
+        one.add_argument("--seeds", type=int, nargs="+", help="several seeds of the method: trained as one group "
+                                                               "(one batched model), evaluated and analysed in turn")
         s.set_defaults(fn=fn)
     s = sub.add_parser("report", help="compute the report's tables and figures and render the notebooks to HTML "
                                       "(every item and the index page, or one of them)")
@@ -294,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "roofline: steps of the training attack PGD-k (default 10)")
     s.add_argument("--shapes", nargs="+", help="speed: lenet, resnet9, resnet32 (default: all)")
     s.add_argument("--jobs", type=int, nargs="+", help="speed: concurrent training processes to measure, e.g. 1 2 4 8")
+    s.add_argument("--group-sizes", type=int, nargs="+",
+                   help="speed: seeds trained as one group (ALP) against the same seeds in turn, e.g. 1 5 10 25")
     s.add_argument("--seconds", type=float, default=20.0, help="speed: seconds each concurrent process trains")
     s.add_argument("--out", help="speed, roofline: write the tables as JSON here; agree: the runs' folder (default bench/agree)")
     s.add_argument("--options", nargs="+", metavar="OPT",

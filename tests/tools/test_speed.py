@@ -39,3 +39,17 @@ def test_attack_and_concurrency_tables(tiny_shape):
     c = SP.concurrency_table(cpu, [tiny_shape], [1, 2], seconds=1.0)
     assert [r["jobs"] for r in c] == [1, 2] and c[0]["scaling_vs_first"] == 1.0
     assert c[1]["aggregate_images_per_s"] == pytest.approx(2 * c[1]["per_job_images_per_s"], rel=0.01)
+
+
+def test_group_rows_count_the_same_work_both_ways(tiny_shape):
+    """The group and the loop step the same S seeds on the same batch: the rows hold both rates, their ratio,
+    and TFLOP/s from the FLOPs of one step (ALP: PGD-5 on the batch, then clean + adversarial forward-backward)."""
+    cpu = torch.device("cpu")
+    rows = SP.group_table(cpu, [tiny_shape], [1, 3], steps=2, warmup=1)
+    assert [r["seeds"] for r in rows] == [1, 3]
+    for r in rows:
+        assert r["group_images_per_s"] > 0 and r["loop_images_per_s"] > 0
+        assert r["group_vs_loop"] == pytest.approx(r["group_images_per_s"] / r["loop_images_per_s"], rel=0.02)
+        assert r["group_tflop_per_s"] == pytest.approx(r["group_images_per_s"] * r["mflop_per_image"] / 1e6, rel=1e-3)
+        assert 0 < r["pct_of_fp32_peak"] < 100
+    assert rows[0]["mflop_per_image"] == rows[1]["mflop_per_image"] > 0  # per image, whatever the group size

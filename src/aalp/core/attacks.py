@@ -95,6 +95,16 @@ def bf16_weights(model, amp: bool):
             m._parameters[name] = p
 
 
+def draw(sample, x: torch.Tensor, generator) -> torch.Tensor:
+    """sample(shape) (torch.rand or torch.randn) of x's shape from `generator`; from a list of S generators, a group's
+    seed-major batch (seed s's B samples in block s), each block drawn from its own seed's generator: what that
+    seed draws when it runs alone (docs/method.md#seed-groups)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return sample(x.shape, generator=generator, device=x.device)
+    blocks = x.shape[0] // len(generator)
+    return torch.cat([sample((blocks, *x.shape[1:]), generator=g, device=x.device) for g in generator])
+
+
 def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool = True, loss: str = "ce",
         kappa: float = 50.0, generator: torch.Generator | None = None, amp: bool = False,
         train_mode: bool = False) -> torch.Tensor:
@@ -103,6 +113,8 @@ def pgd(model, x, y, *, eps: float, step: float, steps: int, random_start: bool 
     x: (B, C, H, W) images in [0, 1]; y: (B,) labels; eps, step: in [0, 1] pixel units. Returns the
     last iterate after `steps` steps, (B, C, H, W), detached.
     loss: 'ce' (Madry), 'cw' (margin, kappa) or 'kl' (TRADES; start 0.001 * N(0, 1) as in Zhang et al.).
+    generator: one generator, or one per seed of a group's seed-major batch (see `draw`); the objective is a sum
+    or mean over the samples, whose gradient has each sample's sign whatever the batch holds.
     train_mode: craft in train mode (batch-norm batch statistics) instead of eval mode.
     """
     return pgd_prefixes(model, x, y, eps=eps, step=step, checkpoints=(steps,), random_start=random_start, loss=loss,
@@ -127,9 +139,9 @@ def pgd_prefixes(model, x, y, *, eps: float, step: float, checkpoints: Iterable[
         if loss == "kl":
             with torch.no_grad(), autocast(x.device, amp):
                 clean_probs = F.softmax(model(x).float(), 1)
-            delta = 0.001 * torch.randn(x.shape, generator=generator, device=x.device)
+            delta = 0.001 * draw(torch.randn, x, generator)
         elif random_start:
-            delta = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * eps
+            delta = (draw(torch.rand, x, generator) * 2 - 1) * eps
         else:
             delta = torch.zeros_like(x)
         x_adv = (x + delta).clamp(0, 1)

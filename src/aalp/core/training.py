@@ -23,16 +23,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import losses, models
+from . import grouped, models
 from ..artifacts import atomic_path, provenance, write_json
 from .checkpoints import load_model, load_resume, save_model, save_resume  # noqa: F401 (load_model: re-exported)
 from .divergence import Diverged, LossWatch  # noqa: F401 (Diverged: re-exported)
-from .attacks import autocast, eval_mode, pgd
+from .step import AUGMENT_PAD, PROBE_COLUMNS, Trainer, augment, crop_at  # noqa: F401 (re-exported)
 from ..config import RunSpec
 from .data import load_prepared, to_float
 
 log = logging.getLogger(__name__)
-PROBE_COLUMNS = ("clean_correct", "adv_correct", "clean_conf", "adv_conf", "clean_ce", "adv_ce", "alp")
 # history.csv's probe columns: the mean over the probe images of PROBE_COLUMNS' per-image values
 PROBE_MEANS = {"probe_clean_acc": "clean_correct", "probe_adv_acc": "adv_correct", "probe_clean_loss": "clean_ce",
                "probe_adv_loss": "adv_ce", "probe_alp": "alp"}
@@ -44,120 +43,6 @@ def select_device(pref: str = "auto") -> torch.device:
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(pref)
-
-
-# ----------------------------------------------------------------------------- augmentation
-AUGMENT_PAD = 4
-
-
-def crop_at(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, pad: int = AUGMENT_PAD) -> torch.Tensor:
-    """Sample i of x zero-padded by `pad` pixels, then cut at offset (oy[i], ox[i]) in 0..2*pad: the
-    original H x W window is offset (pad, pad)."""
-    b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = oy[:, None] + torch.arange(h, device=x.device)  # B x H
-    cols = ox[:, None] + torch.arange(w, device=x.device)  # B x W
-    idx = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-
-
-def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with 4-pixel zero padding (`crop`), plus a horizontal flip with probability 1/2
-    (`crop_flip`), per sample, drawn from `gen` (docs/method.md#data-augmentation). Shape, value range
-    and sample order are kept, so labels stay aligned."""
-    if kind == "none":
-        return x
-    off = torch.randint(0, 2 * AUGMENT_PAD + 1, (2, len(x)), generator=gen, device=x.device)
-    x = crop_at(x, off[0], off[1])
-    if kind == "crop_flip":
-        flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
-
-
-# ----------------------------------------------------------------------------- one step
-class Trainer:
-    """Holds the model, optimiser and attack RNG of a run and performs its training steps."""
-
-    def __init__(self, spec: RunSpec, model: models.Classifier, device: torch.device, amp: bool = False,
-                 channels_last: bool = False, fused_adam: bool = False, compile: str = "none"):
-        self.spec, self.model, self.device, self.amp = spec, model, device, amp
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model.to(device=device, memory_format=self.memory_format)
-        # fused=True: one kernel for the whole update; None keeps PyTorch's default (foreach on CUDA)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr, fused=True if fused_adam else None)
-        if compile != "none":  # the body only: its state_dict keys stay those of the plain model
-            self.model.body.compile(mode=None if compile == "default" else compile)
-        self.gen = torch.Generator(device=device).manual_seed(spec.seed)
-        self.aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1_000_003)  # own stream: attacks unchanged
-
-    def attack(self, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", train_mode: bool = False) -> torch.Tensor:
-        a = self.spec.attack
-        return pgd(self.model, x, y, eps=a.eps, step=a.step, steps=a.steps, random_start=a.random_start,
-                   loss=loss, generator=self.gen, amp=self.amp, train_mode=train_mode)
-
-    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The training batch of the objective and how many clean samples lead it."""
-        kind = self.spec.objective
-        if kind == "raw":
-            return x, len(x)
-        train_mode = self.spec.attack_mode == "train"
-        if kind == "adv":
-            return self.attack(x, y, train_mode=train_mode), 0
-        x_adv = self.attack(x, y, loss="kl" if kind == "trades" else "ce", train_mode=train_mode)
-        return torch.cat([x, x_adv]), len(x)
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        s = self.spec
-        x = augment(x, s.augment, self.aug_gen)
-        xb, n_clean = self.batch(x, y)
-        xb = xb.contiguous(memory_format=self.memory_format)
-        self.model.train()
-        with autocast(self.device, self.amp):
-            if s.mixed_batch or n_clean in (0, len(xb)):
-                h = self.model.features(xb)
-            else:  # clean and adversarial halves through the network separately (own batch-norm statistics)
-                h = torch.cat([self.model.features(xb[:n_clean]), self.model.features(xb[n_clean:])])
-            if s.guided_dropout:
-                cls = losses.classification_loss(s.objective, self.model.classifier(h), y, n_clean,
-                                                 clean_only=s.gd_mask_source == "clean")
-                (g,) = torch.autograd.grad(cls, h, retain_graph=True)
-                mask = losses.guided_dropout_mask(losses.contributions(h.detach().float(), g.float()), s.gd_rescale)
-                h = h * mask.to(h.dtype)
-            logits = self.model.classifier(h)
-        loss, terms = losses.objective(s.objective, logits, y, n_clean, lam=s.lam, pairing=s.pairing, beta=s.beta,
-                                       adaptive=s.adaptive_weight)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.detach(), **terms}
-
-    @torch.no_grad()
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.amp):
-            return self.model(x.contiguous(memory_format=self.memory_format)).float()
-
-    def probe(self, x_all: torch.Tensor, y_all: torch.Tensor, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-        """Per-sample clean/adversarial (training attack) confidence, CE and ALP loss on fixed samples."""
-        gen_state = self.gen.get_state()
-        self.gen.manual_seed(seed)  # the same random starts every epoch
-        out = {k: [] for k in PROBE_COLUMNS}
-        if len(x_all) == 0:
-            return {k: np.zeros(0, dtype=np.float32) for k in PROBE_COLUMNS}
-        with eval_mode(self.model):
-            for i in range(0, len(x_all), batch_size):
-                x, y = to_float(x_all[i:i + batch_size]), y_all[i:i + batch_size]
-                lc = self._logits(x)
-                la = self._logits(self.attack(x, y))
-                out["clean_correct"].append(lc.argmax(1) == y)
-                out["adv_correct"].append(la.argmax(1) == y)
-                out["clean_conf"].append(losses.true_class_prob(lc, y))
-                out["adv_conf"].append(losses.true_class_prob(la, y))
-                out["clean_ce"].append(torch.nn.functional.cross_entropy(lc, y, reduction="none"))
-                out["adv_ce"].append(torch.nn.functional.cross_entropy(la, y, reduction="none"))
-                out["alp"].append(losses.alp_pairing(lc, la, self.spec.pairing))
-        self.gen.set_state(gen_state)
-        return {k: torch.cat(v).float().cpu().numpy() for k, v in out.items()}
 
 
 def _fingerprint(spec: RunSpec, manifest: dict, training: dict) -> str:
@@ -196,25 +81,56 @@ class _StopSignals:
         self._old = {}
 
 
-def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | None = None,
-          code_hash: str | None = None) -> dict:
-    """Train one (dataset, method, seed) run into out_dir, resuming from out_dir/resume.pt if present.
-    train_samples: train on the first N training images only (`bench agree`'s reduced check; the pipeline
-    always trains on all of them). code_hash: the digest of the stage's source files, recorded in run.json."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _opt_state(opt_sd: dict, shapes: list, s: int | None) -> dict:
+    """Seed s's share of a group's Adam state_dict: every state tensor shaped like its parameter (of the single
+    model's parameter shapes, in the order the grouped model keeps), sliced as the grouped parameter is
+    (grouped.seed_slice): what a single run of seed s saves. s None: the state as it is."""
+    if s is None:
+        return opt_sd
+    state = {i: {k: (v if k == "step" else grouped.seed_slice(v, s, shapes[i]).clone()) for k, v in st.items()}
+             for i, st in opt_sd["state"].items()}
+    return {"state": state, "param_groups": opt_sd["param_groups"]}
+
+
+def _group_opt_state(sds: list[dict], model: torch.nn.Module) -> dict:
+    """The inverse of _opt_state: the seeds' Adam states stacked into the group's."""
+    params = list(model.parameters())
+    state = {i: {k: (v if k == "step" else torch.stack([sd["state"][i][k] for sd in sds]).reshape(params[i].shape))
+                 for k, v in st.items()} for i, st in sds[0]["state"].items()}
+    return {"state": state, "param_groups": sds[0]["param_groups"]}
+
+
+def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, train_samples: int | None = None,
+          code_hash: str | None = None) -> dict | list[dict]:
+    """Train one (dataset, method, seed) run into out_dir, or a group of seeds of one (dataset, method) (spec and
+    out_dir lists, one per seed) as one batched model (docs/method.md#seed-groups), each seed resuming from its
+    out_dir/resume.pt if present. train_samples: train on the first N training images only (`bench agree`'s reduced
+    check; the pipeline always trains on all of them). code_hash: the digest of the stage's source files, recorded
+    in run.json. Returns run.json's content (a list of them for a list of specs)."""
+    single = isinstance(spec, RunSpec)
+    specs, outs = ([spec], [Path(out_dir)]) if single else (list(spec), [Path(o) for o in out_dir])
+    S, spec = len(specs), specs[0]
+    if len({dataclasses.replace(sp, seed=0) for sp in specs}) != 1 or len(outs) != S:
+        raise ValueError("a group trains the seeds of one (dataset, method): one out_dir per spec, all else equal")
+    for o in outs:
+        o.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["training"]
     device = select_device(tcfg["device"])
     data = load_prepared(cfg["data"]["dir"], spec.dataset)
-    torch.manual_seed(spec.seed)
-    model = models.build(spec.model, data.shape, data.manifest["mean"], data.manifest["std"])
-    trainer = Trainer(spec, model, device, **speed_options(tcfg))
+    singles = []
+    for sp in specs:  # each seed's initial weights, as when it trains alone
+        torch.manual_seed(sp.seed)
+        singles.append(models.build(sp.model, data.shape, data.manifest["mean"], data.manifest["std"]))
+    model = singles[0] if S == 1 else grouped.stack(singles)
+    trainer = Trainer(specs, model, device, **speed_options(tcfg))
     fast = [k for k in ("channels_last", "fused_adam", "drop_last") if tcfg.get(k)] + (
         [f"compile={tcfg['compile']}"] if tcfg.get("compile", "none") != "none" else [])
     dtype = ("bf16 autocast" if tcfg["amp"] else "fp32") + ", " + (" ".join(fast) if fast else "plain path")
-    log.info("train %s/%s seed %d on %s (%s, %s) | model %s (%d params) | %s", spec.dataset, spec.method, spec.seed,
+    seeds = [sp.seed for sp in specs]
+    name = f"{spec.dataset}/{spec.method}/s{','.join(map(str, seeds))}"
+    log.info("train %s%s on %s (%s, %s) | model %s (%d params%s) | %s", name, f" as one group of {S}" if S > 1 else "",
              device, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype, spec.model,
-             models.count_parameters(model), json.dumps(dataclasses.asdict(spec)))
+             models.count_parameters(singles[0]), " each" if S > 1 else "", json.dumps(dataclasses.asdict(spec)))
 
     keep = slice(None) if train_samples is None else slice(0, train_samples)
     train_x = torch.from_numpy(data.train_x[keep]).to(device)
@@ -225,80 +141,107 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
     n, bs = len(train_x), spec.batch_size
     # drop_last: every step the same shape (what CUDA graphs need); the dropped images change every epoch
     n_batches = n // bs if tcfg.get("drop_last") and n >= bs else (n + bs - 1) // bs
-    fp = _fingerprint(spec, data.manifest, tcfg) + ("" if train_samples is None else f"|first {train_samples}")
+    group = "" if S == 1 else f"|group {seeds}"  # a group's resume points resume that group
+    fps = [_fingerprint(sp, data.manifest, tcfg) + ("" if train_samples is None else f"|first {train_samples}") + group
+           for sp in specs]
 
-    epoch, batch_idx, step, history, probes, sums = 0, 0, 0, [], [], {}
+    epoch, batch_idx, step = 0, 0, 0
+    history, probes, sums = [[] for _ in specs], [[] for _ in specs], {}
     done_seconds, epoch_done_seconds = 0.0, 0.0  # seconds of a resumed run's earlier segments: run, current epoch
-    resume = out / "resume.pt"
-    st = load_resume(resume, fp)
-    if st is not None:
-        model.load_state_dict(st["model"])
-        trainer.opt.load_state_dict(st["opt"])
-        trainer.gen.set_state(st["gen"])
-        trainer.aug_gen.set_state(st["aug_gen"])
+    resumes = [o / "resume.pt" for o in outs]
+    sts = [load_resume(r, fp) for r, fp in zip(resumes, fps)]
+    if all(st is not None for st in sts) and len({(st["epoch"], st["batch"], st["step"]) for st in sts}) == 1:
+        for i, st in enumerate(sts):
+            if S == 1:
+                model.load_state_dict(st["model"])
+            else:
+                model.load_single_state_dict(i, st["model"])
+            trainer.gens[i].set_state(st["gen"])
+            trainer.aug_gens[i].set_state(st["aug_gen"])
+            history[i], probes[i] = st["history"], st["probes"]
+        trainer.opt.load_state_dict(sts[0]["opt"] if S == 1 else _group_opt_state([st["opt"] for st in sts], model))
+        st = sts[0]
         epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
-        history, probes, sums = st["history"], st["probes"], st["sums"]
+        sums = {k: torch.stack([s_["sums"][k] for s_ in sts]) for k in st["sums"]}
         done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
-        log.info("resuming from %s at epoch %d, batch %d (step %d)", resume, epoch, batch_idx, step)
+        log.info("resuming from %s at epoch %d, batch %d (step %d)", ", ".join(map(str, resumes)), epoch, batch_idx, step)
+    elif any(st is not None for st in sts):
+        log.warning("ignoring the resume points of %s: the group's seeds stopped at different points", name)
     if step == 0:  # a fresh run: snapshots of an earlier run must not join this run's series
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for o in outs:
+            shutil.rmtree(o / "checkpoints", ignore_errors=True)
 
-    run = f"{spec.dataset}/{spec.method}/s{spec.seed}"
-    watch = LossWatch(device)
+    runs = [f"{spec.dataset}/{spec.method}/s{sd}" for sd in seeds]
+    watch = LossWatch(device, S)
+    shapes = [p.shape for p in singles[0].parameters()]  # the grouped model keeps the single model's order
+
+    def seed_state(i: int) -> dict:
+        return model.state_dict() if S == 1 else model.single_state_dict(i)
 
     def save_state():  # only a finite state becomes a resume point: a diverged run keeps its last good one
-        watch.check(run, model, resume)
+        watch.check(runs, trainer.nonfinite, resumes)
         now = time.time()  # the seconds so far go with the state: a resumed run adds them
-        save_resume(resume, {
-            "fingerprint": fp, "model": model.state_dict(), "opt": trainer.opt.state_dict(),
-            "gen": trainer.gen.get_state(), "aug_gen": trainer.aug_gen.get_state(), "epoch": epoch, "batch": batch_idx,
-            "step": step, "history": history, "probes": probes, "sums": sums,
-            "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0})
+        opt_sd = trainer.opt.state_dict()
+        for i in range(S):
+            save_resume(resumes[i], {
+                "fingerprint": fps[i], "model": seed_state(i), "opt": _opt_state(opt_sd, shapes, None if S == 1 else i),
+                "gen": trainer.gens[i].get_state(), "aug_gen": trainer.aug_gens[i].get_state(), "epoch": epoch,
+                "batch": batch_idx, "step": step, "history": history[i], "probes": probes[i],
+                "sums": {k: v[i] for k, v in sums.items()},
+                "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0})
+
+    def save_models(path_of, extra):
+        for i in range(S):
+            single = singles[i]
+            if S > 1:
+                single.load_state_dict(model.single_state_dict(i))
+            save_model(path_of(i), model if S == 1 else single, spec.model, data.shape, extra(i))
 
     every = tcfg["checkpoint_every"]
     per_epoch = min(n, n_batches * bs)
-    bar = tqdm(total=spec.epochs * per_epoch, initial=min(spec.epochs * per_epoch, epoch * per_epoch + batch_idx * bs),
-               unit="img", unit_scale=True,
-               desc=f"{spec.dataset}/{spec.method}/s{spec.seed}", file=sys.stderr, dynamic_ncols=True,
+    bar = tqdm(total=S * spec.epochs * per_epoch, initial=S * min(spec.epochs * per_epoch, epoch * per_epoch + batch_idx * bs),
+               unit="img", unit_scale=True, desc=name, file=sys.stderr, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 10)
     bar.update(0)
     start = t0 = time.time()
     stop = _StopSignals()  # SLURM preemption or time limit: save resume.pt, exit, and continue from it when requeued
     try:
         while epoch < spec.epochs:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch)).to(device)
+            perms = [torch.randperm(n, generator=torch.Generator().manual_seed(sd * 100_003 + epoch)).to(device)
+                     for sd in seeds]  # each seed's own data order
             t0 = time.time()
             while batch_idx < n_batches:
-                idx = perm[batch_idx * bs:(batch_idx + 1) * bs]
+                idx = torch.cat([p[batch_idx * bs:(batch_idx + 1) * bs] for p in perms]) if S > 1 \
+                    else perms[0][batch_idx * bs:(batch_idx + 1) * bs]
                 terms = trainer.step(to_float(train_x[idx]), train_y[idx])
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v  # tensors: no device sync per step
+                    sums[k] = sums.get(k, 0.0) + v  # tensors of S values: no device sync per step
                 batch_idx += 1
                 step += 1
                 watch.update(terms["loss"], step)
                 bar.update(len(idx))
                 if every and step % every == 0:
-                    watch.check(run, model, resume)
+                    watch.check(runs, trainer.nonfinite, resumes)
                     if spec.snapshots:
-                        save_model(out / "checkpoints" / f"step{step:07d}.pt", model, spec.model, data.shape, {"step": step})
+                        save_models(lambda i: outs[i] / "checkpoints" / f"step{step:07d}.pt", lambda i: {"step": step})
                     save_state()
                 elif step % LossWatch.EVERY == 0:
-                    watch.check(run, model, resume)
+                    watch.check(runs, trainer.nonfinite, resumes)
                 if stop.signum is not None:
                     save_state()
                     log.warning("signal %d at step %d: saved %s; exiting, a rerun of this job resumes from it",
-                                stop.signum, step, resume)
+                                stop.signum, step, ", ".join(map(str, resumes)))
                     sys.exit(128 + stop.signum)
             epoch_time = epoch_done_seconds + time.time() - t0
-            watch.check(run, model, resume)
-            probe = trainer.probe(probe_x, probe_y, max(bs, 256), seed=spec.seed + 7919)
-            row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
-                   **{f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()},
-                   **{k: float(probe[v].mean()) if n_probe else float("nan") for k, v in PROBE_MEANS.items()}}
-            history.append(row)
-            probes.append({k: torch.from_numpy(v) for k, v in probe.items()})
-            log.info("epoch %d/%d: %s", epoch + 1, spec.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+            watch.check(runs, trainer.nonfinite, resumes)
+            for i, probe in enumerate(trainer.probe(probe_x, probe_y, max(bs, 256), [sd + 7919 for sd in seeds])):
+                row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(epoch_time, 3),
+                       **{f"train_{k}": float(v[i]) / max(1, n_batches) for k, v in sums.items()},
+                       **{k: float(probe[v].mean()) if n_probe else float("nan") for k, v in PROBE_MEANS.items()}}
+                history[i].append(row)
+                probes[i].append({k: torch.from_numpy(v) for k, v in probe.items()})
+                log.info("epoch %d/%d%s: %s", epoch + 1, spec.epochs, f" seed {seeds[i]}" if S > 1 else "",
+                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             epoch, batch_idx, sums = epoch + 1, 0, {}
             epoch_done_seconds, t0 = 0.0, time.time()
             save_state()
@@ -306,20 +249,24 @@ def train(cfg: dict, spec: RunSpec, out_dir: str | Path, train_samples: int | No
         stop.restore()
         bar.close()
 
-    watch.check(run, model, resume)  # a run of zero steps left, or of no full epoch, gets checked too
-    # Final artefacts: each written atomically; model.pt last, since it marks the run as finished.
-    with atomic_path(out / "history.csv") as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
-    frames = [pd.DataFrame({"epoch": e + 1, "sample": np.arange(n_probe), **{k: v.numpy() for k, v in p.items()}})
-              for e, p in enumerate(probes)]
-    with atomic_path(out / "probe.parquet") as tmp:
-        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
-    meta = provenance(str(device), seed=spec.seed, profile=cfg["profile"], spec=dataclasses.asdict(spec),
-                      training=tcfg, data_manifest=data.manifest["sha256"], steps=step,
-                      **({} if train_samples is None else {"train_samples": len(train_x)}),
-                      train_seconds=round(done_seconds + time.time() - start, 2), final=history[-1] if history else {},
-                      code_hash=code_hash)
-    write_json(out / "run.json", meta)
-    save_model(out / "model.pt", model, spec.model, data.shape, {"spec": json.dumps(dataclasses.asdict(spec))})
-    resume.unlink(missing_ok=True)
-    return meta
+    watch.check(runs, trainer.nonfinite, resumes)  # a run of zero steps left, or of no full epoch, gets checked too
+    # Final artefacts of each seed: each written atomically; model.pt last, since it marks the run as finished.
+    metas = []
+    for i, (sp, out) in enumerate(zip(specs, outs)):
+        with atomic_path(out / "history.csv") as tmp:
+            pd.DataFrame(history[i]).to_csv(tmp, index=False)
+        frames = [pd.DataFrame({"epoch": e + 1, "sample": np.arange(n_probe), **{k: v.numpy() for k, v in p.items()}})
+                  for e, p in enumerate(probes[i])]
+        with atomic_path(out / "probe.parquet") as tmp:
+            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+        meta = provenance(str(device), seed=sp.seed, profile=cfg["profile"], spec=dataclasses.asdict(sp),
+                          training=tcfg, data_manifest=data.manifest["sha256"], steps=step, group=seeds,
+                          **({} if train_samples is None else {"train_samples": len(train_x)}),
+                          train_seconds=round(done_seconds + time.time() - start, 2),
+                          final=history[i][-1] if history[i] else {}, code_hash=code_hash)
+        write_json(out / "run.json", meta)
+        metas.append(meta)
+    save_models(lambda i: outs[i] / "model.pt", lambda i: {"spec": json.dumps(dataclasses.asdict(specs[i]))})
+    for r in resumes:
+        r.unlink(missing_ok=True)
+    return metas[0] if single else metas

@@ -7,13 +7,17 @@ For each shape (LeNet 1x28x28 batch 50 PGD-40, ResNet9 3x32x32 batch 128 PGD-10,
   and the cost ratio ADV/RAW;
 - our PGD against torchattacks' PGD on the same model and batch;
 - the concurrency curve: aggregate training images/s of 1, 2, 4, ... ADV jobs run side by side as separate
-  processes (what Snakemake does with `--resources gpu=N`).
+  processes (what Snakemake does with `--resources gpu=N`);
+- the group rows: the ALP step of S seeds trained as one group (docs/method.md#seed-groups) against the same
+  S seeds stepped one after another in this process, aggregate images/s and achieved TFLOP/s (FLOPs counted as
+  `bench roofline` counts them) against the device's measured float32 matmul peak.
 
 Random tensors of the right shape are enough (speed does not depend on the data). Results are rows of
 plain dicts, printed as tables and written as JSON (`--out`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,10 +26,11 @@ import time
 
 import torch
 
-from ..core import models
+from ..core import grouped, models
 from ..core.attacks import pgd
 from .benchmark import _sync, bench_spec, random_batch
 from ..core.training import Trainer
+from .peak import count_flops, matmul_peak, sig
 
 SHAPES = {
     "lenet": {"model": "lenet", "shape": (1, 28, 28), "batch": 50, "eps": 0.3, "step": 0.01, "steps": 40},
@@ -149,3 +154,51 @@ def _worker(shape: str, device: str, seconds: float) -> None:
     print(json.dumps({"images_per_s": n / (time.perf_counter() - t)}), flush=True)
 
 
+
+
+GROUP_METHOD = {"alp": {"objective": "alp", "lambda": 0.5}}
+
+
+def group_table(device, shapes: list[str], sizes: list[int], steps: int, warmup: int) -> list[dict]:
+    """ALP training steps of S seeds as one group against the S seeds stepped in turn (a loop in this process:
+    what S processes sharing the device get at best without NVIDIA MPS, which time-slices them), for each S in
+    sizes: aggregate training images/s, the group's speed-up, and the TFLOP/s achieved against the float32 matmul
+    peak measured here (FLOPs of one seed's step from peak.count_flops, the count `bench roofline` uses)."""
+    peak = matmul_peak(torch.float32, device)["gflop_per_s"] / 1e3
+    rows = []
+    for name in shapes:
+        s = SHAPES[name]
+        spec = bench_spec(s, "alp", methods=GROUP_METHOD)
+        c = s["shape"][0]
+        x, y = random_batch(s, device)
+        singles = []
+        for i in range(max(sizes)):
+            torch.manual_seed(i)
+            singles.append(models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c))
+        flops = count_flops(lambda: Trainer(spec, models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c),
+                                            device).step(x, y))
+
+        def rate(fn, n_images):
+            for _ in range(warmup):
+                fn()
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            return steps * n_images / (time.perf_counter() - t)
+
+        for n in sizes:
+            specs = [dataclasses.replace(spec, seed=i) for i in range(n)]
+            group = Trainer(specs, grouped.stack(singles[:n]) if n > 1 else singles[0], device)
+            xg, yg = (x.repeat(n, 1, 1, 1), y.repeat(n)) if n > 1 else (x, y)
+            g_rate = rate(lambda: group.step(xg, yg), n * len(x))
+            loop = [Trainer(sp, models.build(s["model"], s["shape"], [0.5] * c, [0.25] * c), device) for sp in specs]
+            l_rate = rate(lambda: [t.step(x, y) for t in loop], n * len(x))
+            tflops = g_rate * flops / len(x) / 1e12
+            rows.append({"shape": name, "batch": s["batch"], "attack_steps": s["steps"], "method": "alp", "seeds": n,
+                         "group_images_per_s": round(g_rate, 1), "loop_images_per_s": round(l_rate, 1),
+                         "group_vs_loop": round(g_rate / l_rate, 2), "mflop_per_image": sig(flops / len(x) / 1e6),
+                         "group_tflop_per_s": sig(tflops), "fp32_peak_tflop_per_s": sig(peak),
+                         "pct_of_fp32_peak": sig(100 * tflops / peak, 3)})
+    return rows
