@@ -167,6 +167,12 @@ def commit_at_exit(workflow, cfg: dict, workdir: Path | str = ".") -> None:
         return
 
     def at_exit():
+        try:
+            check()
+        except Exception as e:  # Snakemake's internals moved: say so, never a traceback at exit
+            _say("could not check for stages an earlier commit missed (%s: %s)", type(e).__name__, e)
+
+    def check():
         dag = workflow.dag
         # the scheduler exists once `execute` built the DAG (not for --list, --summary, --dag, --unlock);
         # len(dag) counts the jobs to run, so 0 is Snakemake's "Nothing to be done"
