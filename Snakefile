@@ -30,9 +30,11 @@ localrules: prepare
 
 
 # Two engines, one state (src/aalp/sync.py): outputs that DVC verifies as current after `dvc repro` or
-# `dvc pull` are not rerun here, and a successful run is recorded in dvc.lock so `dvc status` agrees.
+# `dvc pull` are not rerun here, and a successful run is recorded in dvc.lock so `dvc status` agrees
+# (a run with nothing to do has no onsuccess: it commits at exit what an earlier commit missed).
 if not workflow.remote_exec:
     S.adopt_dvc(CFG, workflow.main_snakefile)
+    S.commit_at_exit(workflow, CFG)
 
 
 onsuccess:

@@ -1,8 +1,13 @@
 """Two engines, one state: Snakemake and DVC see the same outputs as up to date.
 
 - Snakemake -> DVC (`commit_to_dvc`, called by the Snakefile's `onsuccess`): after a successful run, the stages
-  of the jobs in Snakemake's DAG are recorded in dvc.lock with `dvc commit`, so `dvc status` has nothing to do
-  and `dvc push` can share the results.
+  of the jobs in Snakemake's DAG (the jobs it ran and the ones it found up to date) are recorded in dvc.lock
+  with `dvc commit`, so `dvc status` has nothing to do and `dvc push` can share the results. While another
+  DVC process holds the repository's lock, the commit waits (LOCK_WAIT in all). A commit that still fails
+  leaves its stages in a pending list (.snakemake/aalp_dvc_pending), and Snakemake calls no `onsuccess`
+  when it finds nothing to do: `commit_at_exit` then commits, as that run exits, the stages of its DAG
+  (all of them verified up to date by Snakemake, or it would have had something to do) that are pending or
+  that dvc.lock lacks. A no-op run with nothing pending reads dvc.lock's stage names and calls no DVC.
 - DVC -> Snakemake (`adopt_dvc`, called when the Snakefile is read): after `dvc repro`, `dvc pull` or
   `dvc checkout`, files have fresh timestamps in no particular order and Snakemake's own records (params,
   code) may describe older versions, so Snakemake would rerun jobs whose outputs are current. For the stages
@@ -15,19 +20,23 @@ Neither direction ever marks as current what the other engine has not verified.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from base64 import urlsafe_b64encode
 from pathlib import Path
-
-import yaml
 
 from . import pipeline as P
 
 _CHILD = "AALP_SYNC_CHILD"  # set in the nested snakemake --touch, which must not adopt again
+LOCK_WAIT = 300.0  # seconds a commit waits in all for another DVC process's lock (env AALP_DVC_LOCK_WAIT)
+_BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")  # DVC's repository lock, its path locks
+PENDING = ".snakemake/aalp_dvc_pending"  # stages whose commit has not succeeded yet, one a line
 
 def _say(msg: str, *args) -> None:
     """One line on stderr: the Snakefile calls these functions outside aalp's logging set-up."""
@@ -73,8 +82,44 @@ def _dvc(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["dvc", *args], cwd=workdir, capture_output=True, text=True)
 
 
-def commit_to_dvc(cfg: dict, stage_names, workdir: Path | str = ".") -> bool:
-    """Record the given stages (Snakemake's just-verified jobs) in dvc.lock; True when done."""
+def _commit(targets: list[str], workdir: Path, wait: float) -> subprocess.CompletedProcess:
+    """`dvc commit`, tried again with a growing interval while another DVC process holds a lock (wait s in all)."""
+    waited, step = 0.0, 2.0
+    while True:
+        r = _dvc(["commit", "--force", *targets], workdir)  # not --quiet: it would swallow DVC's reason
+        if r.returncode == 0 or not any(b in r.stderr + r.stdout for b in _BUSY) or waited >= wait:
+            return r
+        pause = min(step, wait - waited)
+        _say("waiting %.0f s for DVC's lock (another DVC process holds it; %.0f of %.0f s waited)", pause, waited, wait)
+        time.sleep(pause)
+        waited, step = waited + pause, step * 2
+
+
+def _pending(workdir: Path) -> set[str]:
+    f = workdir / PENDING
+    return set(f.read_text().split()) if f.exists() else set()
+
+
+def _set_pending(workdir: Path, names: set[str]) -> None:
+    f = workdir / PENDING
+    if names:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(n + "\n" for n in sorted(names)))
+    else:
+        f.unlink(missing_ok=True)
+
+
+def _locked(workdir: Path) -> set[str]:
+    """The stages dvc.lock records (the keys under `stages:`, found without parsing a file of every hash)."""
+    f = workdir / "dvc.lock"
+    return set(re.findall(r"^  ([\w.-]+):\s*$", f.read_text(), re.M)) if f.exists() else set()
+
+
+def commit_to_dvc(cfg: dict, stage_names, workdir: Path | str = ".", lock_wait: float | None = None) -> bool:
+    """Record the given stages (Snakemake's just-verified jobs) in dvc.lock; True when done.
+
+    lock_wait: seconds to wait in all for another DVC process's lock (default: env AALP_DVC_LOCK_WAIT or
+    LOCK_WAIT). Until the commit succeeds the stages stay pending, for a later run's `commit_at_exit`."""
     workdir = Path(workdir).resolve()
     why = _usable(workdir)
     if why:
@@ -95,16 +140,53 @@ def commit_to_dvc(cfg: dict, stage_names, workdir: Path | str = ".") -> bool:
     # or the next Snakemake would see every output as rewritten after its records and adopt them all again
     outs = [workdir / o for st in P.stages(cfg, workdir) if st.name in set(names) for o in st.all_outs]
     times = {o: (o.stat().st_atime, o.stat().st_mtime) for o in outs if o.exists()}
-    r = _dvc(["commit", "--force", "--quiet", *targets], workdir)
+    _set_pending(workdir, _pending(workdir) | set(names))  # before: a killed commit is pending too
+    if lock_wait is None:
+        lock_wait = float(os.environ.get("AALP_DVC_LOCK_WAIT", LOCK_WAIT))
+    r = _commit(targets, workdir, lock_wait)
     for o, t in times.items():
         if o.exists() and o.stat().st_mtime != t[1]:
             os.utime(o, t)
     if r.returncode != 0:
-        _say("dvc commit failed, dvc.lock not updated: %s", (r.stderr or r.stdout).strip()[-2000:])
+        out = (r.stderr or r.stdout).strip()
+        reason = " ".join(x for x in out.splitlines() if x.startswith("ERROR")) or out  # not DVC's warnings
+        _say("dvc commit failed, dvc.lock not updated (a later Snakemake run in this folder commits the stages): %s",
+             reason[-2000:])
         return False
+    _set_pending(workdir, _pending(workdir) - set(names))
     _say("recorded %d stages in %s (dvc status now agrees with Snakemake)", len(names) + 1,
              workdir / "dvc.lock")
     return True
+
+
+def commit_at_exit(workflow, cfg: dict, workdir: Path | str = ".") -> None:
+    """When this Snakemake run finds nothing to do (no `onsuccess` then), commit as it exits the stages of its
+    DAG that a failed commit left pending or that dvc.lock lacks: Snakemake has just verified every one."""
+    workdir = Path(workdir).resolve()
+    if os.environ.get(_CHILD):
+        return
+
+    def at_exit():
+        try:
+            check()
+        except Exception as e:  # Snakemake's internals moved: say so, never a traceback at exit
+            _say("could not check for stages an earlier commit missed (%s: %s)", type(e).__name__, e)
+
+    def check():
+        dag = workflow.dag
+        # the scheduler exists once `execute` built the DAG (not for --list, --summary, --dag, --unlock);
+        # len(dag) counts the jobs to run, so 0 is Snakemake's "Nothing to be done"
+        if (workflow.scheduler is None or dag is None or len(dag) or workflow.dryrun or workflow.touch
+                or workflow.execution_settings.no_hooks or _usable(workdir)):
+            return
+        names = {n for n in (stage_name(j.rule.name, j.wildcards) for j in dag.jobs) if n}
+        due = names & (_pending(workdir) | (names - _locked(workdir)))
+        if due:
+            _say("committing %d stages that Snakemake finds up to date and an earlier commit missed: %s",
+                 len(due), ", ".join(sorted(due)[:6]) + (" ..." if len(due) > 6 else ""))
+            commit_to_dvc(cfg, due, workdir)
+
+    atexit.register(at_exit)
 
 
 # ----------------------------------------------------------------------------- DVC -> Snakemake
@@ -168,7 +250,7 @@ def adopt_dvc(cfg: dict, snakefile: str | Path, workdir: Path | str = ".") -> li
     changed = dvc_changed(workdir)
     if changed is None:
         return []
-    locked = set((yaml.safe_load((workdir / "dvc.lock").read_text()) or {}).get("stages", {}))
+    locked = _locked(workdir)
     producer = {o: st.name for st in stages for o in st.all_outs}
     clean: list = []
     names: set[str] = set()
