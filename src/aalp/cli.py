@@ -163,31 +163,9 @@ def cmd_bench(cfg, args):
                   "Interrupt now (Ctrl-C) or let it run: finished jobs are kept.", flush=True)
         return
     if args.what == "speed":
-        from .core.training import select_device
         from .tools import speed as SP
 
-        device = select_device(cfg["training"]["device"])
-        shapes = args.shapes or list(SP.SHAPES)
-        unknown = sorted(set(shapes) - set(SP.SHAPES))
-        if unknown:
-            raise C.ConfigError(f"unknown shape(s) {', '.join(unknown)}; allowed values: {', '.join(SP.SHAPES)}")
-        steps = args.steps or 20
-        print(f"speed on {torch_device_name(device)}: {', '.join(shapes)}; {steps} timed steps each", flush=True)
-        result = {"device": torch_device_name(device), "steps": steps}
-        result["training_step"] = SP.step_table(device, shapes, steps, warmup=3)
-        B.print_rows(result["training_step"])
-        result["pgd_vs_torchattacks"] = SP.attack_table(device, shapes, repeats=3)
-        B.print_rows(result["pgd_vs_torchattacks"])
-        if args.jobs:
-            result["concurrency"] = SP.concurrency_table(device, shapes, args.jobs, args.seconds)
-            B.print_rows(result["concurrency"])
-        if args.group_sizes:
-            result["groups"] = SP.group_table(device, shapes, args.group_sizes, steps, warmup=2)
-            B.print_rows(result["groups"])
-        if args.out:
-            from .artifacts import write_json
-
-            write_json(Path(args.out), result)
+        SP.command(cfg, args)
         return
     if args.what == "roofline":
         import torch

@@ -49,7 +49,8 @@ def test_group_rows_count_the_same_work_both_ways(tiny_shape):
     assert [r["seeds"] for r in rows] == [1, 3]
     for r in rows:
         assert r["group_images_per_s"] > 0 and r["loop_images_per_s"] > 0
-        assert r["group_vs_loop"] == pytest.approx(r["group_images_per_s"] / r["loop_images_per_s"], rel=0.02)
-        assert r["group_tflop_per_s"] == pytest.approx(r["group_images_per_s"] * r["mflop_per_image"] / 1e6, rel=1e-3)
+        assert r["group_vs_loop"] == pytest.approx(r["group_images_per_s"] / r["loop_images_per_s"], rel=0.02, abs=0.006)
+        # each number rounded (images/s to 0.1, the others to 4 significant digits): 1% covers a rate of 10 images/s
+        assert r["group_tflop_per_s"] == pytest.approx(r["group_images_per_s"] * r["mflop_per_image"] / 1e6, rel=1e-2)
         assert 0 < r["pct_of_fp32_peak"] < 100
     assert rows[0]["mflop_per_image"] == rows[1]["mflop_per_image"] > 0  # per image, whatever the group size

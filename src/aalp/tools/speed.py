@@ -202,3 +202,33 @@ def group_table(device, shapes: list[str], sizes: list[int], steps: int, warmup:
                          "group_tflop_per_s": sig(tflops), "fp32_peak_tflop_per_s": sig(peak),
                          "pct_of_fp32_peak": sig(100 * tflops / peak, 3)})
     return rows
+
+
+def command(cfg: dict, args) -> None:
+    """`python -m aalp bench speed`: the tables above on the set's device, printed and written to --out as JSON."""
+    from .. import config as C
+    from ..artifacts import write_json
+    from .benchmark import print_rows
+    from ..core.training import select_device
+
+    device = select_device(cfg["training"]["device"])
+    shapes = args.shapes or list(SHAPES)
+    unknown = sorted(set(shapes) - set(SHAPES))
+    if unknown:
+        raise C.ConfigError(f"unknown shape(s) {', '.join(unknown)}; allowed values: {', '.join(SHAPES)}")
+    steps = args.steps or 20
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"speed on {name}: {', '.join(shapes)}; {steps} timed steps each", flush=True)
+    result = {"device": name, "steps": steps}
+    result["training_step"] = step_table(device, shapes, steps, warmup=3)
+    print_rows(result["training_step"])
+    result["pgd_vs_torchattacks"] = attack_table(device, shapes, repeats=3)
+    print_rows(result["pgd_vs_torchattacks"])
+    if args.jobs:
+        result["concurrency"] = concurrency_table(device, shapes, args.jobs, args.seconds)
+        print_rows(result["concurrency"])
+    if args.group_sizes:
+        result["groups"] = group_table(device, shapes, args.group_sizes, steps, warmup=2)
+        print_rows(result["groups"])
+    if args.out:
+        write_json(args.out, result)
