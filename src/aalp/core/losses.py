@@ -38,12 +38,12 @@ def guided_dropout_mask(c: torch.Tensor, rescale: bool = False) -> torch.Tensor:
     odd D (D-1)/2. Features tied at the median are dropped. When ties leave nothing above the median
     (all scores equal, e.g. D = 1) every feature is kept instead of silencing the logits layer.
     rescale: multiply kept features by D / kept, as inverted dropout does.
+    The choice is a torch.where, not a Python branch on a tensor: no wait for the device (a CUDA graph captures it).
     """
     mask = (c > c.median()).to(c.dtype)
     kept = mask.sum()
-    if kept == 0:
-        return torch.ones_like(c)
-    return mask * (c.numel() / kept) if rescale else mask
+    kept_mask = mask * (c.numel() / kept.clamp_min(1)) if rescale else mask
+    return torch.where(kept > 0, kept_mask, torch.ones_like(c))
 
 
 def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
