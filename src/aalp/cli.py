@@ -61,12 +61,13 @@ def cmd_train(cfg, args):
 
 
 def cmd_evaluate(cfg, args):
-    """With --seeds, the seeds one after another in this process (no batching yet: docs/method.md#seed-groups)."""
+    """With --seeds, the seeds as one group (docs/method.md#seed-groups)."""
     from .core import evaluation
 
-    for sd in _seeds(cfg, args):
-        evaluation.evaluate(cfg, args.dataset, args.method, sd, _run_dir(args.dataset, args.method, sd),
-                            code_hash=_code_hash("evaluate"))
+    seeds = _seeds(cfg, args)
+    dirs = [_run_dir(args.dataset, args.method, sd) for sd in seeds]
+    evaluation.evaluate(cfg, args.dataset, args.method, seeds[0] if args.seeds is None else seeds,
+                        dirs[0] if args.seeds is None else dirs, code_hash=_code_hash("evaluate"))
 
 
 def cmd_analyze(cfg, args):

@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .checks import AUTOATTACK_FLAGS, class_shares, collapse_checks, resolution_
 from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
+from . import grouped
 from .checkpoints import load_model, load_resume, save_resume as write_resume
 from .training import select_device
 
@@ -71,11 +73,33 @@ def _fingerprint(model_path: Path, ecfg: dict, *parts) -> str:
     return h.hexdigest()
 
 
-def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path, code_hash: str | None = None) -> dict:
+@dataclass
+class _Run:
+    """One seed's share of an evaluation: its model, resume point and what it has recorded so far."""
+    seed: int
+    run_dir: Path
+    model: torch.nn.Module
+    fp: str
+    gens: dict
+    cols: dict
+    timings: dict
+    aa_by: list = field(default_factory=list)
+
+    @property
+    def resume(self) -> Path:
+        return self.run_dir / "eval" / "resume.pt"
+
+
+def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_dir: str | Path | list,
+             code_hash: str | None = None) -> dict | list[dict]:
     """Attack the trained model of run_dir with the set's evaluation attacks into run_dir/eval/: records.parquet
     (one row per test sample), metrics.json (accuracies in percent, sanity checks) and eval.json (provenance,
-    with code_hash: the digest of the stage's source files). Returns the metrics."""
-    run_dir = Path(run_dir)
+    with code_hash: the digest of the stage's source files). Returns the metrics. With lists of seeds and run
+    folders, the seeds' models run as one group (docs/method.md#seed-groups) through FGSM, PGD-k, CW-k and the
+    training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed."""
+    single = isinstance(seed, int)
+    seeds, dirs = ([seed], [Path(run_dir)]) if single else (list(seed), [Path(d) for d in run_dir])
+    S = len(seeds)
     ecfg = cfg["evaluation"]
     exp = cfg["experiments"][dataset]
     attacks = [EvalAttack.parse(a) for a in C.eval_attacks(cfg, dataset, method)]  # autoattack_methods applied
@@ -86,7 +110,6 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
     # (this machine has no native bf16). training.amp speeds training only (docs/method.md#speed-options).
     amp = False
     data = load_prepared(cfg["data"]["dir"], dataset)
-    model = load_model(run_dir / "model.pt", expect_model=exp["model"], expect_shape=data.shape, device=device)
     n = len(data.test_x) if ecfg["n_samples"] is None else min(ecfg["n_samples"], len(data.test_x))
     x_all = torch.from_numpy(data.test_x[:n]).to(device)
     y_all = torch.from_numpy(data.test_y[:n]).to(device)
@@ -97,99 +120,156 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                          f"({ecfg['batch_size']})")
     groups = attack_groups(attacks)  # PGD-k share one trajectory, CW-k another (docs/method.md#shared-trajectories)
     labels = {g: _group_label(ms) for g, ms in groups.items()}
-    log.info("evaluate %s/%s seed %d on %s: %d test samples, eps %.4g, step %.4g, attacks %s (+ training attack %s)",
-             dataset, method, seed, device, n, eps, step, ", ".join(labels.values()), train_atk)
-
-    cols: dict[str, list] = {"label": [], "clean_pred": [], "clean_conf": []}
     names = [a.name for a in attacks] + ["train"]
-    for a in names:
-        for f in ("pred", "conf", "ce", "alp"):
-            cols[f"{a}_{f}"] = []
-    base = ecfg["seed"] + seed
-    # one generator per group: the members of a shared trajectory share its random start
-    gens = {g: torch.Generator(device=device).manual_seed(_attack_seed(base, g)) for g in [*groups, "train"]}
-    # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it costs), 0.0 to
-    # the other members, so the sum stays the evaluation's attack time
-    timings = dict.fromkeys(names, 0.0)
-    aa_by: list[str] = []  # per sample: the AutoAttack component that flipped it (attacks.autoattack's record)
     owner = {g: max(ms, key=lambda a: a.steps).name for g, ms in groups.items()} | {"train": "train"}
+    runs = []
+    for sd, rd in zip(seeds, dirs):
+        base = ecfg["seed"] + sd
+        # one generator per group: the members of a shared trajectory share its random start
+        runs.append(_Run(sd, rd, load_model(rd / "model.pt", expect_model=exp["model"], expect_shape=data.shape,
+                                            device=device),
+                         _fingerprint(rd / "model.pt", ecfg, names, n, n_aa, eps, step, vars(train_atk), amp, device,
+                                      code_hash),
+                         {g: torch.Generator(device=device).manual_seed(_attack_seed(base, g)) for g in [*groups, "train"]},
+                         {k: [] for k in ["label", "clean_pred", "clean_conf",
+                                          *(f"{a}_{f}" for a in names for f in ("pred", "conf", "ce", "alp"))]},
+                         # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it
+                         # costs), 0.0 to the other members; a group's attack time is split evenly between its seeds
+                         dict.fromkeys(names, 0.0)))
+    model = runs[0].model if S == 1 else grouped.stack([r.model for r in runs])
+    who = f"{dataset}/{method}/s{','.join(map(str, seeds))}"
+    log.info("evaluate %s on %s%s: %d test samples, eps %.4g, step %.4g, attacks %s (+ training attack %s)",
+             who, device, f" as one group of {S}" if S > 1 else "", n, eps, step, ", ".join(labels.values()), train_atk)
+
     bs = ecfg["batch_size"]
-    out = run_dir / "eval"
-    resume = out / "resume.pt"
-    fp = _fingerprint(run_dir / "model.pt", ecfg, names, n, n_aa, eps, step, vars(train_atk), amp, device, code_hash)
     start = 0
-    st = load_resume(resume, fp)
-    if st is not None:
-        start, aa_by, timings = st["next"], list(st["aa_by"]), dict(st["timings"])
-        cols = {k: [v.to(device)] for k, v in st["cols"].items()}
-        for g, state in st["gens"].items():
-            gens[g].set_state(state)
-        log.info("resuming from %s at sample %d of %d", resume, start, n)
+    sts = [load_resume(r.resume, r.fp) for r in runs]
+    if all(st is not None for st in sts) and len({st["next"] for st in sts}) == 1:
+        for r, st in zip(runs, sts):
+            r.aa_by, r.timings = list(st["aa_by"]), dict(st["timings"])
+            r.cols = {k: [v.to(device)] for k, v in st["cols"].items()}
+            for g, state in st["gens"].items():
+                r.gens[g].set_state(state)
+        start = sts[0]["next"]
+        log.info("resuming %s at sample %d of %d", who, start, n)
+    elif any(st is not None for st in sts):
+        log.warning("ignoring the resume points of %s: the group's seeds stopped at different samples", who)
 
     def save_resume(next_sample: int) -> None:
-        write_resume(resume, {"fingerprint": fp, "next": next_sample, "aa_by": aa_by, "timings": timings,
-                              "cols": {k: torch.cat(v).cpu() for k, v in cols.items()},
-                              "gens": {g: gen.get_state() for g, gen in gens.items()}})
+        for r in runs:
+            write_resume(r.resume, {"fingerprint": r.fp, "next": next_sample, "aa_by": r.aa_by, "timings": r.timings,
+                                    "cols": {k: torch.cat(v).cpu() for k, v in r.cols.items()},
+                                    "gens": {g: gen.get_state() for g, gen in r.gens.items()}})
 
-    bar = tqdm(range(start, n, bs), desc=f"eval {dataset}/{method}/s{seed}", unit="batch", file=sys.stderr,
+    def gen(g):  # one generator, or each seed's for its block of the group's batch (attacks.draw)
+        return runs[0].gens[g] if S == 1 else [r.gens[g] for r in runs]
+
+    def rep(t):  # the test batch once per seed, seed-major
+        return t if S == 1 else t.repeat(S, *[1] * (t.dim() - 1))
+
+    def split(t):
+        return [t] if S == 1 else list(t.chunk(S))
+
+    def finite(logits, where):
+        for r, lb in zip(runs, split(logits)):
+            _finite_logits(lb, f"evaluate {dataset}/{method}/s{r.seed}", where)
+
+    for r in runs:
+        r.resume.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(range(start, n, bs), desc=f"eval {who}", unit="batch", file=sys.stderr,
                initial=start // bs, total=(n + bs - 1) // bs, mininterval=0.5 if sys.stderr.isatty() else 10)
     try:  # the bar's line ends before any error line
         for i in bar:
             x, y = to_float(x_all[i:i + bs]), y_all[i:i + bs]
+            xg, yg = rep(x), rep(y)
             with torch.no_grad(), autocast(device, amp):
-                lc = model(x).float()
-            _finite_logits(lc, f"evaluate {dataset}/{method}/s{seed}", f"clean samples {i}-{i + len(y) - 1}")
-            cols["label"].append(y)
-            cols["clean_pred"].append(lc.argmax(1))
-            cols["clean_conf"].append(true_class_prob(lc, y))
+                lcg = model(xg).float()
+            finite(lcg, f"clean samples {i}-{i + len(y) - 1}")
+            lcs = split(lcg)
+            for r, lc in zip(runs, lcs):
+                r.cols["label"].append(y)
+                r.cols["clean_pred"].append(lc.argmax(1))
+                r.cols["clean_conf"].append(true_class_prob(lc, y))
             for g in [*groups, "train"]:
                 bar.set_postfix_str(labels.get(g, "train"), refresh=False)
                 t = time.time()
                 if g == "autoattack" and i >= n_aa:  # beyond AutoAttack's subset: no record
-                    for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")),
-                                    ("alp", float("nan"))):
-                        cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
-                                                           dtype=torch.long if f == "pred" else torch.float))
-                    aa_by += [""] * len(y)
+                    for r in runs:
+                        for f, fill in (("pred", -1), ("conf", float("nan")), ("ce", float("nan")),
+                                        ("alp", float("nan"))):
+                            r.cols[f"{g}_{f}"].append(torch.full((len(y),), fill, device=device,
+                                                                 dtype=torch.long if f == "pred" else torch.float))
+                        r.aa_by += [""] * len(y)
+                    continue
+                if g == "autoattack":  # seed by seed, on each seed's own model
+                    for r, lc in zip(runs, lcs):
+                        t = time.time()
+                        x_adv, by = autoattack(r.model, x, y, eps=eps, seed=_attack_seed(ecfg["seed"] + r.seed, g) % (2**31),
+                                               steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
+                                               return_by=True)
+                        r.aa_by += by
+                        r.timings[owner[g]] += time.time() - t
+                        _record(r, {g: x_adv}, x, y, lc, eps, device, amp,
+                                f"evaluate {dataset}/{method}/s{r.seed}", f"on samples {i}-{i + len(y) - 1}")
                     continue
                 if g == "train":
-                    advs = {g: pgd(model, x, y, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
-                                   random_start=train_atk.random_start, generator=gens[g], amp=amp)}
+                    advs = {g: pgd(model, xg, yg, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
+                                   random_start=train_atk.random_start, generator=gen(g), amp=amp)}
                 elif g in SHARED_KINDS:
-                    advs = run_shared(groups[g], model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"],
-                                      generator=gens[g], amp=amp)
-                elif g == "autoattack":
-                    x_adv, by = autoattack(model, x, y, eps=eps, seed=_attack_seed(base, g) % (2**31),
-                                           steps=ecfg["autoattack_steps"], queries=ecfg["autoattack_queries"],
-                                           return_by=True)
-                    aa_by += by
-                    advs = {g: x_adv}
+                    advs = run_shared(groups[g], model, xg, yg, eps=eps, step=step, kappa=ecfg["cw_kappa"],
+                                      generator=gen(g), amp=amp)
                 else:
                     (atk,) = groups[g]
-                    advs = {g: atk.run(model, x, y, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gens[g],
-                                       amp=amp, seed=_attack_seed(base, g) % (2**31),
-                                       aa_steps=ecfg["autoattack_steps"], aa_queries=ecfg["autoattack_queries"])}
-                timings[owner[g]] += time.time() - t
+                    advs = {g: atk.run(model, xg, yg, eps=eps, step=step, kappa=ecfg["cw_kappa"], generator=gen(g),
+                                       amp=amp)}
+                for r in runs:
+                    r.timings[owner[g]] += (time.time() - t) / S
                 for a, x_adv in advs.items():
                     radius = train_atk.eps if a == "train" else eps
-                    if (x_adv - x).abs().max() > radius + 1e-6:  # more than float32 rounding: a broken attack
+                    if (x_adv - xg).abs().max() > radius + 1e-6:  # more than float32 rounding: a broken attack
                         raise RuntimeError(f"attack {a} left the eps ball")
-                    x_adv = into_ball(x_adv, x, radius)  # |x_adv - x| <= eps exactly (docs/method.md#evaluation-attacks)
+                    x_adv = into_ball(x_adv, xg, radius)  # |x_adv - x| <= eps exactly (docs/method.md#evaluation-attacks)
                     with torch.no_grad(), autocast(device, amp):
                         la = model(x_adv).float()
-                    _finite_logits(la, f"evaluate {dataset}/{method}/s{seed}", f"{a} on samples {i}-{i + len(y) - 1}")
-                    cols[f"{a}_pred"].append(la.argmax(1))
-                    cols[f"{a}_conf"].append(true_class_prob(la, y))
-                    cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
-                    cols[f"{a}_alp"].append(alp_pairing(lc, la))
+                    finite(la, f"{a} on samples {i}-{i + len(y) - 1}")
+                    for r, lc, lab in zip(runs, lcs, split(la)):
+                        _append(r, a, lab, lc, y)
             if i + bs < n:
                 save_resume(i + bs)
     finally:
         bar.close()
-    records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in cols.items()})
+    metrics = [_finish(r, n, n_aa, names, groups, ecfg, eps, step, train_atk, device, dataset, method, code_hash)
+               for r in runs]
+    return metrics[0] if single else metrics
+
+
+def _append(r: _Run, a: str, la: torch.Tensor, lc: torch.Tensor, y: torch.Tensor) -> None:
+    r.cols[f"{a}_pred"].append(la.argmax(1))
+    r.cols[f"{a}_conf"].append(true_class_prob(la, y))
+    r.cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
+    r.cols[f"{a}_alp"].append(alp_pairing(lc, la))
+
+
+def _record(r: _Run, advs: dict, x, y, lc, eps: float, device, amp: bool, who: str, where: str) -> None:
+    """One seed's records of attacks run on its own model (AutoAttack): as for the group's attacks below."""
+    for a, x_adv in advs.items():
+        if (x_adv - x).abs().max() > eps + 1e-6:  # more than float32 rounding: a broken attack
+            raise RuntimeError(f"attack {a} left the eps ball")
+        x_adv = into_ball(x_adv, x, eps)
+        with torch.no_grad(), autocast(device, amp):
+            la = r.model(x_adv).float()
+        _finite_logits(la, who, f"{a} {where}")
+        _append(r, a, la, lc, y)
+
+
+def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, train_atk, device, dataset, method, code_hash) -> dict:
+    """One seed's records.parquet, metrics.json and eval.json from what it recorded."""
+    seed, out = r.seed, r.run_dir / "eval"
+    records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in r.cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
-        records.insert(records.columns.get_loc("autoattack_alp") + 1, "autoattack_by", aa_by)
+        records.insert(records.columns.get_loc("autoattack_alp") + 1, "autoattack_by", r.aa_by)
+    timings = r.timings
 
     acc = {"clean": 100.0 * float((records.clean_pred == records.label).mean())}
     for a in names:
@@ -224,9 +304,9 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Pat
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()},
                                              code_hash=code_hash))
     write_json(out / "metrics.json", metrics)
-    resume.unlink(missing_ok=True)
+    r.resume.unlink(missing_ok=True)
     fired = [k for k, v in metrics["checks"].items() if v]
-    log.info("accuracy %s%s", " ".join(f"{k}={v:.2f}" for k, v in acc.items()),
-             f" | sanity checks fired: {', '.join(fired)}" if fired else "")
+    log.info("accuracy %s%s (%s)", " ".join(f"{k}={v:.2f}" for k, v in acc.items()),
+             f" | sanity checks fired: {', '.join(fired)}" if fired else "", out)
     return metrics
 
