@@ -209,14 +209,17 @@ def test_train_seeds_on_the_command_line(group_set, tmp_path, capfd):
                                         "methods": ["adv"]}}
     raw["sweeps"], raw["run_seeds"], raw["seeds"] = [], {}, [0, 1]
     raw["training"].update(checkpoint_runs=[], device="cpu", probe_size=12)
+    raw["analysis"].update(samples=12, cam_samples=2)
     raw["evaluation"].update(attacks=["fgsm", "pgd5"], n_samples=12, batch_size=12, autoattack_methods=[],
                              autoattack_samples=12)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert cli.main(["train", "--dataset", "synthetic", "--method", "adv", "--seeds", "0", "1"]) == 0
     assert cli.main(["evaluate", "--dataset", "synthetic", "--method", "adv", "--seeds", "0", "1"]) == 0
+    assert cli.main(["analyze", "--dataset", "synthetic", "--method", "adv", "--seeds", "0", "1"]) == 0
     for s in (0, 1):
         rd = tmp_path / "runs" / "synthetic" / "adv" / f"s{s}"
         assert (rd / "model.pt").exists() and (rd / "eval" / "metrics.json").exists()
+        assert (rd / "analysis" / "summary.json").exists()
     capfd.readouterr()
     assert cli.main(["train", "--dataset", "synthetic", "--method", "adv", "--seeds", "0", "0"]) == 2
     assert "twice" in capfd.readouterr().err
