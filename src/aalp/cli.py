@@ -169,27 +169,9 @@ def cmd_bench(cfg, args):
         SP.command(cfg, args)
         return
     if args.what == "roofline":
-        import torch
-
-        from .core.training import select_device
         from .tools import roofline as RL
 
-        for name, given, allowed in (("method", args.methods, RL.METHODS), ("attack", args.attacks, RL.ATTACKS),
-                                     ("path", args.paths, RL.PATHS)):
-            unknown = sorted(set(given or []) - set(allowed))
-            if unknown:
-                raise C.ConfigError(f"unknown {name}(s) {', '.join(unknown)}; allowed values: {', '.join(allowed)}")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        device = select_device(cfg["training"]["device"])
-        res = RL.roofline(device, methods=args.methods, attacks=args.attacks, paths=args.paths,
-                          steps=args.steps or 10, reps=args.reps, before=args.before)
-        res["device_name"] = torch_device_name(device)
-        print(RL.format_result(res))
-        if args.out:
-            from .artifacts import write_json
-
-            write_json(Path(args.out), res)
+        RL.command(cfg, args)
         return
     if args.what == "agree":
         from .tools import agree as AG
@@ -315,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="roofline: torch threads (default: torch's)")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(fn=cmd_bench)
+    from .tools.window import add_parser as window_parser
+    window_parser(sub)
     return p
 
 

@@ -125,7 +125,8 @@ def _cost_class(cfg: dict, dataset: str, method: str) -> tuple:
 
 
 def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
-    """One row per job kind: kind, what, count, seconds_each, hours (count x seconds_each / 3600), device."""
+    """One row per job kind: kind, what, count, seconds_each, hours (count x seconds_each / 3600), cpu_only, and
+    runs: the "dataset/method" names whose jobs the row counts (`window` reads each one's estimate from them)."""
     timer = timer or Timer(select_device(cfg["training"]["device"]))
     tcfg, ecfg = cfg["training"], cfg["evaluation"]
     runs = list(C.runs(cfg))
@@ -156,14 +157,15 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
             att = spec.attack.steps
             probe = math.ceil(probe_n / probe_bs) * att * passes(d, probe_bs)[1]
         sec = steps * step_cache[key] + exp["epochs"] * probe
-        rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec})
+        rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec, "runs": [f"{d}/{m}"]})
 
     # evaluate: per dataset, attack list and training attack (the attacks do not depend on the method, except
     # its training attack and whether evaluation.autoattack_methods gives it AutoAttack)
     aa_cache: dict = {}
     for d in cfg["experiments"]:
-        by_attacks: Counter = Counter((tuple(C.eval_attacks(cfg, dd, m)), C.train_attack(cfg, dd, C.base_method(cfg, dd, m)).steps)
-                                      for dd, m, _ in runs if dd == d)
+        key_of = {m: (tuple(C.eval_attacks(cfg, d, m)), C.train_attack(cfg, d, C.base_method(cfg, d, m)).steps)
+                  for dd, m, _ in runs if dd == d}
+        by_attacks: Counter = Counter(key_of[m] for dd, m, _ in runs if dd == d)
         _, n_test, _ = dataset_size(cfg, d)
         n = n_test if ecfg["n_samples"] is None else min(ecfg["n_samples"], n_test)
         n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
@@ -183,7 +185,8 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
             sec = batches * per_batch + aa_batches * aa
             what = "AutoAttack as an upper bound" if aa else ("no AutoAttack" if "autoattack" in ecfg["attacks"] else "")
             rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', ' + what if what else ''})",
-                         "count": count, "seconds_each": sec})
+                         "count": count, "seconds_each": sec, "runs": [f"{d}/{m}" for m, k in key_of.items()
+                                                                         if k == (names, train_steps)]})
 
     # analyze
     a = cfg.get("analysis", {})
@@ -206,12 +209,12 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
                 spec = C.run_spec(cfg, d, m, s)
                 n_train, _, _ = dataset_size(cfg, d)
                 snapshots += (cfg["experiments"][d]["epochs"] * math.ceil(n_train / spec.batch_size)) // tcfg["checkpoint_every"]
-        rows.append({"kind": "analyze", "what": d, "count": len(d_runs),
-                     "seconds_each": one * (1 + snapshots / len(d_runs))})
+        rows.append({"kind": "analyze", "what": d, "count": len(d_runs), "seconds_each": one * (1 + snapshots / len(d_runs)),
+                     "runs": list(dict.fromkeys(f"{d}/{m}" for m, _ in d_runs))})
 
     n_items = len(P.notebooks()) + 1
     rows.append({"kind": "report", "what": "notebooks and front page (CPU, estimated)", "count": n_items,
-                 "seconds_each": REPORT_SECONDS, "cpu_only": True})
+                 "seconds_each": REPORT_SECONDS, "cpu_only": True, "runs": []})
     for r in rows:
         r["hours"] = r["count"] * r["seconds_each"] / 3600
         r.setdefault("cpu_only", False)

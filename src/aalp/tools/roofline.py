@@ -291,3 +291,25 @@ def format_result(res: dict) -> str:
         for n in res["notes"]:
             print(f"note: {n}")
     return buf.getvalue().rstrip("\n")
+
+
+def command(cfg: dict, args) -> None:
+    """`python -m aalp bench roofline`: the rows on the set's device, printed and written to --out as JSON."""
+    from ..core.training import select_device
+
+    for name, given, allowed in (("method", args.methods, METHODS), ("attack", args.attacks, ATTACKS),
+                                 ("path", args.paths, PATHS)):
+        unknown = sorted(set(given or []) - set(allowed))
+        if unknown:
+            raise C.ConfigError(f"unknown {name}(s) {', '.join(unknown)}; allowed values: {', '.join(allowed)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(cfg["training"]["device"])
+    res = roofline(device, methods=args.methods, attacks=args.attacks, paths=args.paths,
+                   steps=args.steps or 10, reps=args.reps, before=args.before)
+    res["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(format_result(res))
+    if args.out:
+        from ..artifacts import write_json
+
+        write_json(args.out, res)
