@@ -200,7 +200,7 @@ def pytest_collection_modifyitems(items):
     first = ("test_slurm.py", "test_e2e.py", "test_report.py", "test_mnist.py",
              "test_e2e_dvc_cam.py", "test_e2e_dvc.py", "test_e2e_dvc_exp.py", "test_e2e_dvc_remote.py",
              "test_e2e_deps.py", "test_slurm_vs_local.py",
-             "test_pipeline.py", "test_training.py", "test_group_training.py", "test_attacks.py", "test_group_evaluation.py", "test_figures.py", "test_browser.py",
+             "test_pipeline.py", "test_training.py", "test_group_training.py", "test_attacks.py", "test_group_evaluation.py", "test_gpu_window.py", "test_figures.py", "test_browser.py",
              "test_sync_lock.py")
 
     def rank(item):
