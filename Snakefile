@@ -38,7 +38,7 @@ if not workflow.remote_exec:
 
 
 onsuccess:
-    S.commit_to_dvc(CFG, [S.stage_name(job.rule.name, job.wildcards) for job in workflow.dag.jobs])
+    S.commit_to_dvc(CFG, [S.stage_name(job.rule.name, job.wildcards, job.params) for job in workflow.dag.jobs])
 
 
 wildcard_constraints:

@@ -111,7 +111,8 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
         return [f"{exp}.model", f"{exp}.epochs", f"{exp}.batch_size", f"{exp}.lr", f"{exp}.augment", f"{exp}.attack",
                 f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.fused_adam",
                 "training.compile", "training.drop_last", "training.probe_size",
-                *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []), "profile"]
+                *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []),
+                *(["training.group_seeds"] if cfg["training"].get("group_seeds") else []), "profile"]
     if stage == "evaluate":
         return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device"]
     if stage == "analyze":

@@ -70,6 +70,8 @@ TEMPLATES = {
                         + ("{data_dir}/{dataset}/manifest.json",)),
     "train": Template("python -m aalp train --dataset {dataset} --method {method} --seed {seed}",
                       (f"{RUN}/model.pt", f"{RUN}/probe.parquet", f"{RUN}/run.json"), plots=(f"{RUN}/history.csv",)),
+    # training.group_seeds: one job trains every seed of a (dataset, method), each seed's files as above
+    "train_group": Template("python -m aalp train --dataset {dataset} --method {method} --seeds {seeds}", ()),
     "evaluate": Template("python -m aalp evaluate --dataset {dataset} --method {method} --seed {seed}",
                          (f"{RUN}/eval/records.parquet", f"{RUN}/eval/eval.json"), metrics=(f"{RUN}/eval/metrics.json",)),
     "analyze": Template("python -m aalp analyze --dataset {dataset} --method {method} --seed {seed}",
@@ -152,17 +154,52 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     for d in used:
         out.append(make("prepare", f"prepare-{d}", [], d))
     analysed = set(analyzed(cfg))
+    groups = {(d, m): seeds for d, m, seeds in train_groups(cfg)} if grouped(cfg) else {}
     for d, m, s in C.runs(cfg):
         prep = out[used.index(d)]
-        train = make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s)
-        ev = make("evaluate", f"evaluate-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s)
-        out += [train, ev]
+        if (d, m) in groups:  # the group's one stage, before its first seed's evaluation
+            seeds = groups.pop((d, m))
+            runs = [make("train", "", [], d, m, sd) for sd in seeds]
+            t = TEMPLATES["train_group"]
+            out.append(Stage(f"train-{d}-{m}", "train", t.cmd.format(dataset=d, method=m, seeds=" ".join(map(str, seeds))),
+                             list(prep.outs) + code_deps("train", workdir), [o for r in runs for o in r.outs],
+                             stage_params(cfg, "train", d, m), plots=[p for r in runs for p in r.plots]))
+        model = TEMPLATES["train"].outs[0].format(data_dir=dd, dataset=d, method=m, seed=s)
+        if not grouped(cfg):
+            out.append(make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s))
+        ev = make("evaluate", f"evaluate-{d}-{m}-s{s}", [model] + prep.outs, d, m, s)
+        out.append(ev)
         if (d, m, s) in analysed:
-            out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [train.outs[0]] + prep.outs, d, m, s))
+            out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [model] + prep.outs, d, m, s))
     for nb in notebooks():
         out.append(make("report", f"report-{nb}", item_inputs(cfg, nb), item=nb))
     out.append(make("index", "report", index_inputs(cfg)))
     return out
+
+
+def grouped(cfg: dict) -> bool:
+    """training.group_seeds: the seeds of each (dataset, method) trained by one job (docs/method.md#seed-groups)."""
+    return bool(cfg["training"].get("group_seeds", False))
+
+
+def train_groups(cfg: dict) -> list[tuple[str, str, list[int]]]:
+    """(dataset, method, seeds) of every training group, in the matrix's order (sweep variants included)."""
+    out: dict = {}
+    for d, m, s in C.runs(cfg):
+        out.setdefault((d, m), []).append(s)
+    return [(d, m, seeds) for (d, m), seeds in out.items()]
+
+
+def group_rule(stage: str) -> str:
+    """The Snakemake rule of a group's training stage: its name as an identifier ('train-mnist-alp' ->
+    'train_group_mnist_alp'); the stage itself travels in the rule's params (sync.stage_name)."""
+    return "train_group_" + re.sub(r"\W", "_", stage[len("train-"):])
+
+
+def group_of(stage: str) -> tuple[str, str]:
+    """(dataset, method) of a group's training stage 'train-<dataset>-<method>' (names hold no '-')."""
+    _, d, m = stage.split("-", 2)
+    return d, m
 
 
 MATRIX_STAGE = "matrix-check"

@@ -45,8 +45,11 @@ def _say(msg: str, *args) -> None:
 JOB_KINDS = ("train", "evaluate", "analyze")
 
 
-def stage_name(rule: str, wildcards: dict) -> str | None:
-    """The dvc.yaml stage of a Snakemake job (None for rules DVC has no stage for, like `all`)."""
+def stage_name(rule: str, wildcards: dict, params=None) -> str | None:
+    """The dvc.yaml stage of a Snakemake job (None for rules DVC has no stage for, like `all`); a rule that names
+    its stage in its params (a seed group's training) gives that."""
+    if params is not None and getattr(params, "stage", None):
+        return params.stage
     w = dict(wildcards)
     if rule == "prepare":
         return f"prepare-{w['dataset']}"
@@ -179,7 +182,7 @@ def commit_at_exit(workflow, cfg: dict, workdir: Path | str = ".") -> None:
         if (workflow.scheduler is None or dag is None or len(dag) or workflow.dryrun or workflow.touch
                 or workflow.execution_settings.no_hooks or _usable(workdir)):
             return
-        names = {n for n in (stage_name(j.rule.name, j.wildcards) for j in dag.jobs) if n}
+        names = {n for n in (stage_name(j.rule.name, j.wildcards, getattr(j, "params", None)) for j in dag.jobs) if n}
         due = names & (_pending(workdir) | (names - _locked(workdir)))
         if due:
             _say("committing %d stages that Snakemake finds up to date and an earlier commit missed: %s",
