@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import grouped, models
+from . import devices, grouped, models
 from ..artifacts import atomic_path, provenance, write_json
 from .checkpoints import load_model, load_resume, save_model, save_resume  # noqa: F401 (load_model: re-exported)
 from .divergence import Diverged, LossWatch  # noqa: F401 (Diverged: re-exported)
@@ -38,10 +38,17 @@ PROBE_MEANS = {"probe_clean_acc": "clean_correct", "probe_adv_acc": "adv_correct
 
 
 def select_device(pref: str = "auto") -> torch.device:
-    if pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device = cuda but no CUDA device is available")
+    """training.device: cpu, cuda (an error without one), cuda:N, or auto. On a machine with several GPUs, cuda and
+    auto claim a free one (core/devices.py), so that jobs side by side spread over the GPUs."""
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"training.device = {pref} but no CUDA device is available")
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref == "cuda" and torch.cuda.device_count() > 1:
+        i = devices.claim(devices.cuda_ids())
+        torch.cuda.set_device(i)
+        log.info("claimed GPU %d of %d (the others are held by other jobs or free)", i, torch.cuda.device_count())
+        return torch.device("cuda", i)
     return torch.device(pref)
 
 
