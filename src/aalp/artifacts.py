@@ -34,9 +34,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _plain(o: Any) -> Any:
+    """JSON for what json does not know: a NumPy or torch scalar as its Python value (a numpy.bool_ as a JSON
+    boolean, not the string "False", which every reader would take as true); anything else as its str."""
+    item = getattr(o, "item", None)
+    if callable(item) and getattr(o, "shape", None) == ():
+        return item()
+    return str(o)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -1,6 +1,7 @@
 """A failed training never passes as a result: divergence stops training, evaluation refuses a model that is not
 one, a collapsed model is flagged, and a corrupt resume point or checkpoint gets one line, not a traceback."""
 import copy
+import json
 
 import pandas as pd
 import pytest
@@ -135,6 +136,11 @@ def test_a_constant_classifier_is_flagged_and_the_trained_model_it_came_from_is_
     healthy = evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)
     assert healthy["accuracy"]["clean"] > 60, healthy  # the trained model is a model: well above chance
     assert not healthy["checks"]["clean_at_chance"] and not healthy["checks"]["predictions_one_class"]
+    # as the report reads them: JSON booleans in the file (a string "False" would read as fired)
+    on_disk = json.loads((rd / "eval" / "metrics.json").read_text())["checks"]
+    assert on_disk["clean_at_chance"] is False and on_disk["predictions_one_class"] is False
+    from aalp.report.tables import sanity_table
+    assert not sanity_table(cfg).query("check in ['clean_at_chance', 'predictions_one_class']").fired.astype(bool).any()
 
     def constant(m):  # logits = bias: class 3 for every input
         m.classifier.weight.zero_()
@@ -152,6 +158,8 @@ def test_a_constant_classifier_is_flagged_and_the_trained_model_it_came_from_is_
     assert acc["clean"] == acc["fgsm"] == acc["pgd5"] == acc["cw5"]  # what hides a collapse from the masking checks
     checks = met["checks"]
     assert checks["clean_at_chance"] and checks["predictions_one_class"]
+    on_disk = json.loads((rd / "eval" / "metrics.json").read_text())["checks"]
+    assert on_disk["clean_at_chance"] is True and on_disk["predictions_one_class"] is True
     assert not any(v for k, v in checks.items() if k not in ("clean_at_chance", "predictions_one_class")), checks
 
 

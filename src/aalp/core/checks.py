@@ -99,8 +99,8 @@ def class_shares(labels, preds) -> dict:
     classes, counts = np.unique(preds, return_counts=True)
     top = int(classes[np.argmax(counts)])
     n = max(1, len(labels))
-    return {"chance_pct": round(100.0 * np.bincount(labels).max() / n, 4) if len(labels) else 0.0,
-            "top_prediction": top, "top_prediction_pct": round(100.0 * counts.max() / n, 4),
+    return {"chance_pct": round(100.0 * float(np.bincount(labels).max()) / n, 4) if len(labels) else 0.0,
+            "top_prediction": top, "top_prediction_pct": round(100.0 * float(counts.max()) / n, 4),
             "top_prediction_label_pct": round(100.0 * float((labels == top).sum()) / n, 4)}
 
 
@@ -114,5 +114,5 @@ def collapse_checks(clean: float, shares: dict, n: int | None) -> dict[str, bool
       a tenth of the labels)."""
     chance = shares["chance_pct"]
     top, top_labels = shares["top_prediction_pct"], shares["top_prediction_label_pct"]
-    return {"clean_at_chance": clean - chance <= resolution_tolerance(clean, chance, n, n),
-            "predictions_one_class": top >= ONE_CLASS_SHARE and top >= 2 * top_labels}
+    return {"clean_at_chance": bool(clean - chance <= resolution_tolerance(clean, chance, n, n)),
+            "predictions_one_class": bool(top >= ONE_CLASS_SHARE and top >= 2 * top_labels)}

@@ -39,6 +39,7 @@ from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
 from .losses import alp_pairing, true_class_prob
 from . import grouped
+from .step import blocks
 from .checkpoints import load_model, load_resume, save_resume as write_resume
 from .training import select_device
 
@@ -168,11 +169,26 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
         return t if S == 1 else t.repeat(S, *[1] * (t.dim() - 1))
 
     def split(t):
-        return [t] if S == 1 else list(t.chunk(S))
+        return blocks(t, S)
 
     def finite(logits, where):
         for r, lb in zip(runs, split(logits)):
             _finite_logits(lb, f"evaluate {dataset}/{method}/s{r.seed}", where)
+
+    def score(group: list[_Run], net, advs: dict, xs, y, lcs, where: str):
+        """Records of the attacks' points advs on `net` (seed-major over `group`, around xs; y: the labels of each
+        seed's block): each point checked to lie in its ball, projected so that the stated bound holds exactly,
+        then classified."""
+        for a, x_adv in advs.items():
+            radius = train_atk.eps if a == "train" else eps
+            if (x_adv - xs).abs().max() > radius + 1e-6:  # more than float32 rounding: a broken attack
+                raise RuntimeError(f"attack {a} left the eps ball")
+            x_adv = into_ball(x_adv, xs, radius)  # |x_adv - x| <= eps exactly (docs/method.md#evaluation-attacks)
+            with torch.no_grad(), autocast(device, amp):
+                la = net(x_adv).float()
+            for r, lab, lc in zip(group, blocks(la, len(group)), lcs):
+                _finite_logits(lab, f"evaluate {dataset}/{method}/s{r.seed}", f"{a} {where}")
+                _append(r, a, lab, lc, y)
 
     for r in runs:
         r.resume.parent.mkdir(parents=True, exist_ok=True)
@@ -209,8 +225,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
                                                return_by=True)
                         r.aa_by += by
                         r.timings[owner[g]] += time.time() - t
-                        _record(r, {g: x_adv}, x, y, lc, eps, device, amp,
-                                f"evaluate {dataset}/{method}/s{r.seed}", f"on samples {i}-{i + len(y) - 1}")
+                        score([r], r.model, {g: x_adv}, x, y, [lc], f"on samples {i}-{i + len(y) - 1}")
                     continue
                 if g == "train":
                     advs = {g: pgd(model, xg, yg, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
@@ -224,16 +239,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
                                        amp=amp)}
                 for r in runs:
                     r.timings[owner[g]] += (time.time() - t) / S
-                for a, x_adv in advs.items():
-                    radius = train_atk.eps if a == "train" else eps
-                    if (x_adv - xg).abs().max() > radius + 1e-6:  # more than float32 rounding: a broken attack
-                        raise RuntimeError(f"attack {a} left the eps ball")
-                    x_adv = into_ball(x_adv, xg, radius)  # |x_adv - x| <= eps exactly (docs/method.md#evaluation-attacks)
-                    with torch.no_grad(), autocast(device, amp):
-                        la = model(x_adv).float()
-                    finite(la, f"{a} on samples {i}-{i + len(y) - 1}")
-                    for r, lc, lab in zip(runs, lcs, split(la)):
-                        _append(r, a, lab, lc, y)
+                score(runs, model, advs, xg, y, lcs, f"on samples {i}-{i + len(y) - 1}")
             if i + bs < n:
                 save_resume(i + bs)
     finally:
@@ -248,18 +254,6 @@ def _append(r: _Run, a: str, la: torch.Tensor, lc: torch.Tensor, y: torch.Tensor
     r.cols[f"{a}_conf"].append(true_class_prob(la, y))
     r.cols[f"{a}_ce"].append(F.cross_entropy(la, y, reduction="none"))
     r.cols[f"{a}_alp"].append(alp_pairing(lc, la))
-
-
-def _record(r: _Run, advs: dict, x, y, lc, eps: float, device, amp: bool, who: str, where: str) -> None:
-    """One seed's records of attacks run on its own model (AutoAttack): as for the group's attacks below."""
-    for a, x_adv in advs.items():
-        if (x_adv - x).abs().max() > eps + 1e-6:  # more than float32 rounding: a broken attack
-            raise RuntimeError(f"attack {a} left the eps ball")
-        x_adv = into_ball(x_adv, x, eps)
-        with torch.no_grad(), autocast(device, amp):
-            la = r.model(x_adv).float()
-        _finite_logits(la, who, f"{a} {where}")
-        _append(r, a, la, lc, y)
 
 
 def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, train_atk, device, dataset, method, code_hash) -> dict:

@@ -25,7 +25,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
@@ -80,25 +79,18 @@ class SeedMajorLinear(GroupedLinear):
         return self._bmm(h.reshape(self.seeds, -1, self.in_features)).reshape(-1, self.out_features)
 
 
-class GroupedBasicBlock(nn.Module):
-    """BasicBlock for S seeds: same children (grouped), option-A shortcut padding each seed's block."""
+class GroupedBasicBlock(BasicBlock):
+    """BasicBlock for S seeds: same children (grouped) and forward; the option-A shortcut pads each seed's block."""
 
     def __init__(self, block: BasicBlock, seeds: int, children: dict[str, nn.Module]):
-        super().__init__()
+        nn.Module.__init__(self)  # the children come grouped, not built
         self.seeds, self.pad, self.stride = seeds, block.pad, block.stride
         for name, child in children.items():
             self.add_module(name, child)
 
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        short = x
-        if self.stride != 1 or self.pad:
-            short = x[:, :, ::self.stride, ::self.stride]
-            b, c, hh, ww = short.shape
-            short = short.reshape(b, self.seeds, c // self.seeds, hh, ww)  # pad C within each seed's block
-            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)).reshape(b, -1, hh, ww)
-        return F.relu(out + short)
+    def pad_channels(self, short: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = short.shape  # (B, S*C, H, W) -> (B, S, C, H, W): dim -3 is each seed's channels
+        return super().pad_channels(short.reshape(b, self.seeds, c // self.seeds, hh, ww)).reshape(b, -1, hh, ww)
 
 
 # ----------------------------------------------------------------------------- building a group

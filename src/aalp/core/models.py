@@ -176,13 +176,16 @@ class BasicBlock(nn.Module):
         self.pad = cout - cin  # option A: subsample and zero-pad channels, no parameters
         self.stride = stride
 
+    def pad_channels(self, short: torch.Tensor) -> torch.Tensor:
+        """Option A's zero channels, half before and half after (dim -3: the channels)."""
+        return F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         short = x
         if self.stride != 1 or self.pad:
-            short = x[:, :, ::self.stride, ::self.stride]
-            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            short = self.pad_channels(x[:, :, ::self.stride, ::self.stride])
         return F.relu(out + short)
 
 

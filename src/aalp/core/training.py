@@ -185,8 +185,9 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
     def seed_state(i: int) -> dict:
         return model.state_dict() if S == 1 else model.single_state_dict(i)
 
-    def save_state():  # only a finite state becomes a resume point: a diverged run keeps its last good one
-        watch.check(runs, trainer.nonfinite, resumes)
+    def save_state(checked: bool = False):  # only a finite state becomes a resume point: a diverged run keeps its last
+        if not checked:                      # good one
+            watch.check(runs, trainer.nonfinite, resumes)
         now = time.time()  # the seconds so far go with the state: a resumed run adds them
         opt_sd = trainer.opt.state_dict()
         for i in range(S):
@@ -228,10 +229,10 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
                 watch.update(terms["loss"], step)
                 bar.update(len(idx))
                 if every and step % every == 0:
-                    watch.check(runs, trainer.nonfinite, resumes)
+                    watch.check(runs, trainer.nonfinite, resumes)  # before the snapshot and the resume point
                     if spec.snapshots:
                         save_models(lambda i: outs[i] / "checkpoints" / f"step{step:07d}.pt", lambda i: {"step": step})
-                    save_state()
+                    save_state(checked=True)
                 elif step % LossWatch.EVERY == 0:
                     watch.check(runs, trainer.nonfinite, resumes)
                 if stop.signum is not None:
@@ -251,7 +252,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
                          " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             epoch, batch_idx, sums = epoch + 1, 0, {}
             epoch_done_seconds, t0 = 0.0, time.time()
-            save_state()
+            save_state(checked=True)  # checked before the probe, and no step since
     finally:  # the bar's line ends before any error line
         stop.restore()
         bar.close()

@@ -82,6 +82,18 @@ def step_table(device, shapes: list[str], steps: int, warmup: int) -> list[dict]
     return rows
 
 
+def _seconds(fn, device, reps: int, warmup: int) -> float:
+    """Seconds per call of fn: `warmup` untimed calls, then the mean of `reps` (the device synchronised around)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / reps
+
+
 def attack_table(device, shapes: list[str], repeats: int) -> list[dict]:
     """Our PGD-k against torchattacks.PGD, same model (eval mode), batch, eps, step and steps."""
     import torchattacks
@@ -96,13 +108,7 @@ def attack_table(device, shapes: list[str], repeats: int) -> list[dict]:
         ta = torchattacks.PGD(model, eps=s["eps"], alpha=s["step"], steps=s["steps"], random_start=True)
 
         def timed(fn):
-            fn()
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            _sync(device)
-            return (time.perf_counter() - t) / repeats
+            return _seconds(fn, device, repeats, warmup=1)
 
         ours = timed(lambda: pgd(model, x, y, eps=s["eps"], step=s["step"], steps=s["steps"],
                                  generator=torch.Generator(device=device).manual_seed(0)))
@@ -179,14 +185,7 @@ def group_table(device, shapes: list[str], sizes: list[int], steps: int, warmup:
                                             device).step(x, y))
 
         def rate(fn, n_images):
-            for _ in range(warmup):
-                fn()
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            _sync(device)
-            return steps * n_images / (time.perf_counter() - t)
+            return n_images / _seconds(fn, device, steps, warmup)
 
         for n in sizes:
             specs = [dataclasses.replace(spec, seed=i) for i in range(n)]
