@@ -17,9 +17,17 @@ def active_features(c) -> int:
     return int((np.asarray(c, dtype=np.float64) > 0).sum())
 
 
+def n50_share_of_active(n50: int, active: int) -> float:
+    """n50 out of the active features, in percent: 100 · n50 / active. n50 counted among the active features is
+    n50 itself (a feature with c = 0 holds none of the contribution); as a share of them, dead features do not
+    decide."""
+    return 100.0 * n50 / active
+
+
 def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sorted contribution curves (data) and n50/n90/gini/active claims of the models of `name` (n50, n90, gini
-    from summary.json; active: active_features() of contributions.csv).
+    """Sorted contribution curves (data) and n50/n90/gini/active/n50_active claims of the models of `name` (n50,
+    n90, gini from summary.json; active: active_features() of contributions.csv; n50_active: n50 as a share of
+    the active features, n50_share_of_active(), in percent, none for a model without active features).
 
     data: dataset, method, seed, rank (1 = largest), share (c sorted descending, normalised to sum 1;
     all-zero c gives share 0), cum (cumulative share up to this rank), active (this seed's active features),
@@ -35,6 +43,9 @@ def contribution_curves(cfg: dict, name: str = "fig01") -> tuple[pd.DataFrame, p
                 share = c / c.sum() if c.sum() > 0 else np.zeros_like(c)
                 active = active_features(c)
                 claims.append({"dataset": d, "method": m, "claim": "active", "seed": s, "value": active})
+                if active:
+                    claims.append({"dataset": d, "method": m, "claim": "n50_active", "seed": s,
+                                   "value": n50_share_of_active(summ["n50"], active)})
                 curves.append(pd.DataFrame({"dataset": d, "method": m, "seed": s, "rank": np.arange(1, len(c) + 1),
                                             "share": share, "cum": np.cumsum(share), "active": active,
                                             "feature_dim": len(c)}))
