@@ -28,6 +28,7 @@ from .methodpage import choices, method_page
 from .pages import render_template
 from .protocol import deviations, method_seeds
 from .units import UNITS, metric_label, no_paper_text, sample_counts
+from .scope import scope, undecided
 from .verdicts import ACCURACY_MARGIN, MIN_SLOPE_EPOCHS, interval_text, missing_claims, resolution, verdicts
 
 RESOURCES = ["src/aalp/report/templates/index.html.j2"]
@@ -46,7 +47,8 @@ DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this 
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
 VERDICT_CLASS = {S.HOLDS: "holds", S.FAILS: "fails", S.INCONCLUSIVE: "inconclusive", S.EQUIVALENT: "equivalent",
-                 S.UNTESTABLE: "untestable", S.BY_CONSTRUCTION: "construction"}
+                 S.UNTESTABLE: "untestable", S.BY_CONSTRUCTION: "construction", S.BESIDE: "beside"}
+WANT = {1: "claimed > 0", -1: "claimed < 0", 0: "no direction claimed"}  # a part's claimed side of 0, by its direction
 
 
 def _num(x, fmt="{:.2f}") -> str:
@@ -55,9 +57,11 @@ def _num(x, fmt="{:.2f}") -> str:
 
 # ----------------------------------------------------------------------------- what each section shows
 def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> dict:
-    """The verdict table grouped by (claim, dataset), each part with its unit, smallest detectable difference
-    (mde) and equivalence margin; the claims without runs; and a summary: the claim verdicts counted, how
-    many parts the seeds could not resolve, and the typical mde against the paper's claimed gains."""
+    """The verdict table grouped by (claim, dataset), each claim with where the paper showed it and the budget
+    its verdict holds at (scope), each part with its unit, smallest detectable difference (mde) and equivalence
+    margin; per dataset its scope and what the set cannot decide (scope.undecided); the claims without runs;
+    and a summary: the claim verdicts counted, how many parts the seeds could not resolve, and the typical mde
+    against the paper's claimed gains."""
     groups = []
     for (_, d), g in table.groupby(["claim_id", "dataset"], sort=False):
         v = g.verdict.iloc[0]
@@ -65,16 +69,19 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> di
         parts = []
         for r in g.itertuples(index=False):
             mde = "— (1 seed)" if r.n_seeds < 2 else "— (zero spread)" if S.is_zero_spread(r.n_seeds, r.half) else _num(r.mde, "{:.2g}")
-            parts.append({"part": r.part, "want": "> 0" if r.direction > 0 else "< 0", "unit": r.unit,
+            parts.append({"part": r.part, "want": WANT[(r.direction > 0) - (r.direction < 0)], "unit": r.unit,
                           "paper": _num(r.paper, "{:+.3g}"), "cls": VERDICT_CLASS[r.part_verdict],
                           "interval": interval_text(r._asdict()), "mde": mde,
                           "margin": f"±{r.margin:g}" if r.margin == r.margin else "not assessed",
                           "verdict": r.part_verdict, "counted": bool(r.counted),
                           "note": r.note if isinstance(r.note, str) else ""})
-        groups.append({"claim": first.claim, "item": first["item"], "dataset": d, "verdict": v,
-                       "cls": VERDICT_CLASS[v], "parts": parts})
+        at = "" if v == S.BY_CONSTRUCTION else f"at {first.scope}"  # a verdict by construction holds at any budget
+        groups.append({"claim": first.claim, "item": first["item"], "dataset": d, "verdict": v, "at": at,
+                       "paper_on": first.paper_on, "cls": VERDICT_CLASS[v], "parts": parts})
     missing = [{"text": c.text, "item": c.item, "needs": needs.get(c.item) or "needs runs"}
                for c in missing_claims(cfg, table)]
+    scopes = [{"dataset": d, "scope": scope(cfg, d), "undecided": undecided(cfg, d)}
+              for d in dict.fromkeys(table.dataset)] if len(table) else []
     counts = table.drop_duplicates(["claim_id", "dataset"]).verdict.value_counts() if len(table) else pd.Series(dtype=int)
     shown = [v for v in S.PART_VERDICTS if v in (S.HOLDS, S.FAILS, S.INCONCLUSIVE) or counts.get(v, 0)]
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in shown) + " (claim × dataset)."
@@ -83,7 +90,7 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> di
                    "difference and no verdict can be reached: run more seeds (seeds, or run_seeds for single runs)."
     elif len(table):
         summary += " " + resolution(cfg, table)
-    return {"summary": summary, "groups": groups, "missing": missing,
+    return {"summary": summary, "groups": groups, "missing": missing, "scopes": scopes,
             "margin": f"{ACCURACY_MARGIN:g}", "min_slope_epochs": MIN_SLOPE_EPOCHS}
 
 

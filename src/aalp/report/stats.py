@@ -13,7 +13,8 @@ mean ± t(0.975, n-1) · sd / sqrt(n), in the quantity's own unit. A *part* (one
   is one seed (no interval), or every seed gave the same value (a zero spread: see ZERO_SPREAD);
 - untestable: the data cannot measure the quantity at all (e.g. a slope with too few epochs), whatever
   the seeds;
-- holds by construction: true by definition, shown but never evidence.
+- holds by construction: true by definition, shown but never evidence;
+- shown beside: a quantity with no claimed direction (clean accuracy beside a robust one), never evidence.
 
 The smallest difference the seeds could detect (mde) is the paired-t approximation
 (t(1-alpha/2, n-1) + t(power, n-1)) · sd / sqrt(n), alpha = 0.05, power = 0.8.
@@ -29,7 +30,8 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 EQUIVALENT = "no difference larger than the margin"
 UNTESTABLE = "untestable"
 BY_CONSTRUCTION = "holds by construction"
-PART_VERDICTS = (HOLDS, FAILS, EQUIVALENT, INCONCLUSIVE, UNTESTABLE, BY_CONSTRUCTION)
+BESIDE = "shown beside (no claim)"
+PART_VERDICTS = (HOLDS, FAILS, EQUIVALENT, INCONCLUSIVE, UNTESTABLE, BY_CONSTRUCTION, BESIDE)
 
 # Every seed giving the same value makes sd = 0 and the interval a point. That is no evidence of precision:
 # the quantities are quantised (an accuracy on 500 samples moves in steps of 0.2 points, n50 in whole
