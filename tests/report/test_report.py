@@ -221,13 +221,22 @@ def test_table3_equals_a_recomputation_from_records(built):
     cfg, root, _, _ = built
     t = pd.read_csv(root / "reports/tables/table3.csv")
     assert list(dict.fromkeys(t.method)) == ["raw", "raw_gd", "adv", "adv_gd", "alp", "alp_gd"]
+    acc = {}
     for m in dict.fromkeys(t.method):
         recs = [_records(root, m, s) for s in SEEDS]
         for metric, col in (("clean", "clean_pred"), ("pgd10", "pgd10_pred"), ("cw10", "cw10_pred")):
-            mean, std = _mean_std([100 * (r[col] == r.label).mean() for r in recs])
+            acc[m, metric] = [100 * (r[col] == r.label).mean() for r in recs]
+            mean, std = _mean_std(acc[m, metric])
             row = t[(t.method == m) & (t.metric == metric)]
             assert row.ours_mean.item() == pytest.approx(mean, abs=1e-3), (m, metric)  # metrics.json rounds to 1e-4
             assert row.ours_std.item() == pytest.approx(std, abs=1e-3), (m, metric)
+    for (m, metric), values in acc.items():  # the change with Guided Dropout: paired by seed, on the GD row
+        row = t[(t.method == m) & (t.metric == metric)]
+        if m.endswith("_gd"):
+            paired = np.mean([g - b for g, b in zip(values, acc[m[:-3], metric])])
+            assert row.change.item() == pytest.approx(paired, abs=1e-3) and row.change_seeds.item() == "0;1"
+        else:
+            assert np.isnan(row.change.item())
     html = (root / "reports/table3.html").read_text()
     assert "24.03" in html and "38.41" in html and "31.17" in html and "44.82" in html
 

@@ -12,6 +12,7 @@ from ..artifacts import atomic_path
 from ..layout import CLAIMS, DATA, TITLES, item_outputs
 from .figdata import (adversarial_confidence, cam_grid, checkpoint_cams, checkpoint_series, confidence_scatter,
                       contribution_curves, probe_alp_by_set, sweep_accuracy, training_curves)
+from .gdpairs import table3_title
 from .inputs import REPORT_NOTEBOOKS, needs
 from .render import render
 from .tables import collect_metrics, sanity_table, table1, table2, table3, table4
@@ -76,8 +77,9 @@ def report_item(cfg: dict, name: str, out_dir: str | Path = "reports", render_no
         write_csv(df, out_dir / "tables" / f"{t}.csv")
     files = item_outputs(name, out_dir)
     if render_notebook:
+        title = table3_title(cfg, TITLES[name]) if name == "table3" else TITLES[name]  # names the pairs run
         render(name, out_dir, {"report_dir": str(out_dir), "profile": cfg["profile"], "needs": needs(cfg, name),
-                               "title": TITLES[name]})
+                               "title": title})
     else:
         files = [f for f in files if "/tables/" in f or "/claims/" in f or "/data/" in f]
     _check_written(files)

@@ -6,6 +6,7 @@ import pandas as pd
 from .. import config as C
 from .claims import claims_frame, frame, over_seeds, with_seeds
 from .figdata import confidence_scatter, records_of
+from .gdpairs import paired_changes
 from .inputs import SETS, attack_columns, gd_pairs, load_json, metrics_path, models, seeds
 from .paper import paper_table1, paper_table2, paper_table3, paper_table4
 
@@ -126,8 +127,11 @@ def table4(cfg: dict, claims: pd.DataFrame | None = None) -> tuple[pd.DataFrame,
 
 def table3(cfg: dict, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 3: clean, PGD-10 and CW-10 accuracy (attack_columns()) of RAW, ADV, ALP with and without Guided
-    Dropout, mean/std over seeds, beside the paper's Table 3 and its Table 2 for the same models.
-    Columns: dataset, source, model, pair, method, metric, ours_mean, ours_std, n_seeds, paper_table3, paper_table2."""
+    Dropout, mean/std over seeds, beside the paper's Table 3 and its Table 2 for the same models; on each Guided
+    Dropout row the change with Guided Dropout, paired over the seeds both runs have (gdpairs.paired_changes:
+    the quantity the verdict judges), and those seeds.
+    Columns: dataset, source, model, pair, method, metric, ours_mean, ours_std, n_seeds, paper_table3, paper_table2,
+    change, change_seeds."""
     metrics = attack_columns(cfg)
     rows = []
     for d, a, b in gd_pairs(cfg):
@@ -137,7 +141,7 @@ def table3(cfg: dict, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, p
                 rows += [{"dataset": d, "pair": a, "method": m, "seed": s, "metric": k, "value": acc[k]} for k in metrics]
     per_seed = frame(rows, ["dataset", "pair", "method", "seed", "metric", "value"])
     cols = ["dataset", "source", "model", "pair", "method", "metric", "ours_mean", "ours_std", "n_seeds",
-            "paper_table3", "paper_table2"]
+            "paper_table3", "paper_table2", "change", "change_seeds"]
     if per_seed.empty:
         return pd.DataFrame(columns=cols), claims_frame([])
     out = over_seeds(per_seed, ["dataset", "pair", "method", "metric"]).rename(columns={"mean": "ours_mean",
@@ -147,6 +151,7 @@ def table3(cfg: dict, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, p
     out = out.merge(paper_table3(), on=["source", "method", "metric"], how="left")
     out = out.merge(paper_table2().rename(columns={"dataset": "source", "paper": "paper_table2"}),
                     on=["source", "method", "metric"], how="left")
+    out = out.merge(paired_changes(per_seed), on=["dataset", "pair", "method", "metric"], how="left")
     return out[cols], claims_frame(per_seed.rename(columns={"metric": "claim"}))
 
 
