@@ -219,42 +219,53 @@ class _Judge:
         pgd = next((a for a in cols if a.startswith("pgd")), None)
         for d, a, b in gd_pairs(self.cfg) if pgd else []:
             c = replace(self.by_id["gd_helps"], text=f"{self.by_id['gd_helps'].text} ({gd_tested(self.cfg, d)})")
-            p3 = lambda metric: _paper(self.p3, (self.src[d], b), metric) - _paper(self.p3, (self.src[d], a), metric)  # noqa: E731
-            get = lambda metric: S.paired(self.r.claim("table3", d, b, metric), self.r.claim("table3", d, a, metric))  # noqa: E731
-            _part(self.rows, c, d, f"{pgd} {label(b)} − {label(a)}", get(pgd), +1, ACC, p3(pgd))
-            _beside(self.rows, c, d, f"clean {label(b)} − {label(a)}", get("clean"), 0, ACC, CLEAN_NOTE, p3("clean"))
+            paper = lambda k: _paper(self.p3, (self.src[d], b), k) - _paper(self.p3, (self.src[d], a), k)  # noqa: E731
+            acc = lambda m: self.claim("table3", d, m)  # noqa: E731
+            get = lambda k: S.paired(acc(k)(b), acc(k)(a))  # noqa: E731
+            _part(self.rows, c, d, f"{pgd} {label(b)} − {label(a)}", get(pgd), +1, ACC, paper(pgd))
+            _beside(self.rows, c, d, f"clean {label(b)} − {label(a)}", get("clean"), 0, ACC, CLEAN_NOTE,
+                    paper("clean"))
 
-    def aalp_alp(self):
-        """Tables 4 and 2 and Fig. 12: AALP against ALP, clean accuracy beside each comparison."""
+    def consistent(self):
+        """Table 4: AALP − ALP in the Consistent share, clean accuracy beside."""
         c = self.by_id["aalp_consistent"]
         for d, _ in models(self.cfg, "table4"):
-            share, of_ok = self.claim("table4", d, "consistent_pct"), self.claim("table4", d, "consistent_pct_of_clean_correct")
-            paper = _paper(self.p4, self.src[d], "aalp_consistent_pct") - _paper(self.p4, self.src[d], "alp_consistent_pct")
+            share = self.claim("table4", d, "consistent_pct")
+            of_ok = self.claim("table4", d, "consistent_pct_of_clean_correct")
+            paper = (_paper(self.p4, self.src[d], "aalp_consistent_pct")
+                     - _paper(self.p4, self.src[d], "alp_consistent_pct"))
             _part(self.rows, c, d, "Consistent % of all test samples AALP − ALP (the same as Table 2's train column)",
                   S.paired(share("aalp"), share("alp")), +1, ACC, paper)
             _part(self.rows, c, d, "Consistent % of the clean-correct samples AALP − ALP",
                   S.paired(of_ok("aalp"), of_ok("alp")), +1, ACC, counted=False, note=CLEAN_CORRECT_NOTE)
             self.clean_aalp_alp(c, d)
+
+    def table2(self):
+        """Table 2: AALP − ALP under every attack, and under AutoAttack as its own claim; clean accuracy beside."""
         attacks = self.cfg["evaluation"]["attacks"]
+        claims = (("aalp_beats_alp", [a for a in attacks if a != "autoattack"], CLEAN_NOTE),
+                  ("aalp_beats_alp_aa", [a for a in attacks if a == "autoattack"], CLEAN_NOTE + aa_samples(self.cfg)))
         for d, _ in models(self.cfg, "table4"):  # the datasets with ALP and AALP
-            every = [a for a in attacks if a != "autoattack"]  # every attack of Table 2, in order
-            for cid, metrics in (("aalp_beats_alp", every), ("aalp_beats_alp_aa", [a for a in attacks if a == "autoattack"])):
+            for cid, metrics, clean_note in claims:
                 for metric in metrics:
                     acc = lambda m: self.r.accuracy(d, m, metric)  # noqa: E731
-                    _part(self.rows, self.by_id[cid], d, f"{metric} AALP − ALP", S.paired(acc("aalp"), acc("alp")), +1,
-                          ACC, self.p2_diff(d, metric))
+                    _part(self.rows, self.by_id[cid], d, f"{metric} AALP − ALP", S.paired(acc("aalp"), acc("alp")),
+                          +1, ACC, self.p2_diff(d, metric))
                 if metrics:
-                    self.clean_aalp_alp(self.by_id[cid], d, CLEAN_NOTE + (aa_samples(self.cfg) if cid.endswith("_aa") else ""))
+                    self.clean_aalp_alp(self.by_id[cid], d, clean_note)
+
+    def converges(self):
+        """Fig. 12: the last epoch's probe, AALP − ALP; clean accuracy and the unweighted ALP loss beside."""
         c = self.by_id["aalp_converges"]
         for d, _ in models(self.cfg, "fig12"):  # history.csv keeps probe accuracies as fractions: shown in percent
             probe = lambda k, scale=1.0: self.claim("fig12", d, f"final_probe_{k}", scale)  # noqa: E731
             pair = lambda get: S.paired(get("aalp"), get("alp"))  # noqa: E731
-            _part(self.rows, c, d, "last-epoch probe adversarial accuracy AALP − ALP", pair(probe("adv_acc", 100.0)), +1,
-                  ACC)
-            _beside(self.rows, c, d, "last-epoch probe clean accuracy AALP − ALP", pair(probe("clean_acc", 100.0)), 0,
-                    ACC, CLEAN_NOTE)
-            _part(self.rows, c, d, "last-epoch probe ALP loss AALP − ALP", pair(probe("alp")), -1, LOSS, counted=False,
-                  note=AALP_ALP_LOSS_NOTE)
+            _part(self.rows, c, d, "last-epoch probe adversarial accuracy AALP − ALP", pair(probe("adv_acc", 100.0)),
+                  +1, ACC)
+            _beside(self.rows, c, d, "last-epoch probe clean accuracy AALP − ALP", pair(probe("clean_acc", 100.0)),
+                    0, ACC, CLEAN_NOTE)
+            _part(self.rows, c, d, "last-epoch probe ALP loss AALP − ALP", pair(probe("alp")), -1, LOSS,
+                  counted=False, note=AALP_ALP_LOSS_NOTE)
 
 
 def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
@@ -268,8 +279,8 @@ def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
     for step in (j.cam, j.sets, j.slopes, j.sweep):
         step()
     j.features("fig07", "aalp_fewer_features", (("aalp", "alp"),))
-    j.guided_dropout()
-    j.aalp_alp()
+    for step in (j.guided_dropout, j.consistent, j.table2, j.converges):
+        step()
     df = pd.DataFrame(j.rows, columns=[c for c in COLUMNS if c not in ("paper_on", "scope", "verdict")])
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
