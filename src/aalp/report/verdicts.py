@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats as S
+from .camclaims import CAM_CLAIMS, cam_parts
 from .claims import per_seed
 from .figdata import second_half
 from .inputs import attack_columns, gd_pairs, models, sweep_runs
@@ -82,6 +83,7 @@ CLAIMS = [
     Claim("aalp_converges", "AALP converges better than ALP (last-epoch probe: adversarial accuracy up; the ALP loss "
           "is shown, not counted)", "fig12"),
 ]
+CLAIMS += [Claim(*c) for c in CAM_CLAIMS]  # Figs. 8-10 (camclaims)
 
 
 def _paper_table2() -> pd.DataFrame:
@@ -245,6 +247,9 @@ def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
         _part(rows, c, d, "last-epoch probe ALP loss AALP − ALP",
               diff(lambda x: r.claim("fig12", d, x, "final_probe_alp"), "aalp", "alp"), -1, LOSS,
               counted=False, note=AALP_ALP_LOSS_NOTE)
+    for p in cam_parts(report_dir):  # Figs. 8-10 (camclaims)
+        _part(rows, by_id[p.claim_id], p.dataset, p.label, p.values, p.direction, Unit(p.unit, math.nan),
+              state=p.state, counted=p.counted, note=p.note)
 
     df = pd.DataFrame(rows, columns=COLUMNS[:-1])
     if df.empty:
