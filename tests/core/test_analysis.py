@@ -114,6 +114,10 @@ def test_cam_summary_of_hand_made_maps():
     rgb = analysis.cam_summary(cam, x.repeat(1, 3, 1, 1))
     assert rgb["cam_on_object"] is None and rgb["cam_area"] == pytest.approx(s["cam_area"])
     assert analysis.cam_summary(torch.zeros(2, 4, 4), x[:2])["cam_on_object"] is None
+    area, on = analysis.cam_per_image(cam, x)  # each map's own values, of which the summary is the mean
+    np.testing.assert_allclose(area, [8 / 16, 1 / 16, 0])
+    np.testing.assert_allclose(on, [52 / 120, 6 / 7, np.nan])
+    assert np.isnan(analysis.cam_per_image(cam, x.repeat(1, 3, 1, 1))[1]).all()
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -131,7 +135,7 @@ def trained(tmp_path_factory):
     p["experiments"] = {"synthetic": dict(p["experiments"]["synthetic"], epochs=1, batch_size=32, methods=["adv"])}
     p["methods"] = {"adv": {"objective": "adv", "attack": {"eps": 0.3}}}  # an override analyze must not use
     p["training"].update(probe_size=16, checkpoint_every=3, device="cpu", checkpoint_runs=["synthetic/adv"])
-    p["analysis"] = {"samples": 40, "cam_samples": 5, "batch_size": 16}
+    p["analysis"] = {"samples": 40, "cam_samples": 2, "cam_metric_samples": 5, "batch_size": 3}  # batches of 3
     p["sweeps"], p["run_seeds"] = [], {}
     p["evaluation"].pop("autoattack_methods", None)  # the CI set's names ALP and AALP, absent here
     cfg = C.validate(p)
@@ -153,19 +157,32 @@ def test_analyze_writes_consistent_outputs(trained):
     again = analysis.contribution_summary(contrib.c.to_numpy())
     assert (s["n50"], s["n90"], s["feature_dim"]) == (again["n50"], again["n90"], 64)
     assert s["gini"] == pytest.approx(again["gini"], rel=1e-6)
-    assert s["samples"] == 40 and s["cam_samples"] == 5 and s["seed"] == 0 and s["code_version"]
+    assert s["samples"] == 40 and s["cam_metric_samples"] == 5 and s["cam_samples"] == 2 and s["seed"] == 0
+    assert s["code_version"]
     assert {k: s[k] for k in summary} == pytest.approx(summary)
     model = training.load_model(run / "model.pt")
     np.testing.assert_allclose(contrib.c, analysis.feature_contributions(model, d.test_x[:40], d.test_y[:40], 40, "cpu"),
                                rtol=1e-4, atol=1e-12)
 
-    cam = np.load(out / "cam.npz")
-    assert cam["index"].tolist() == list(range(5)) and cam["label"].tolist() == d.test_y[:5].tolist()
-    for key, shape in (("x", (5, 1, 28, 28)), ("x_adv", (5, 1, 28, 28)), ("cam_clean", (5, 28, 28)),
-                       ("cam_adv", (5, 28, 28))):
+    cam = np.load(out / "cam.npz")  # the grid: 2 images with their maps; the metrics: 5 images' values
+    assert cam["index"].tolist() == list(range(2)) and cam["label"].tolist() == d.test_y[:2].tolist()
+    for key, shape in (("x", (2, 1, 28, 28)), ("x_adv", (2, 1, 28, 28)), ("cam_clean", (2, 28, 28)),
+                       ("cam_adv", (2, 28, 28))):
         assert cam[key].shape == shape and cam[key].dtype == np.float16, key
-    assert cam["pred_adv"].shape == (5,)
-    np.testing.assert_allclose(cam["x"], d.test_x[:5] / 255.0, atol=1e-3)
+    assert cam["pred_adv"].shape == (2,)
+    np.testing.assert_allclose(cam["x"], d.test_x[:2] / 255.0, atol=1e-3)
+    for key in ("area_clean", "area_adv", "on_object_clean", "on_object_adv"):
+        assert cam[key].shape == (5,) and cam[key].dtype == np.float64, key
+    for v in ("clean", "adv"):  # the summary's metrics are the means over the 5 metric images, not the grid's 2
+        assert s[f"cam_area_{v}"] == pytest.approx(cam[f"area_{v}"].mean(), rel=1e-12)
+        assert s[f"cam_on_object_{v}"] == pytest.approx(np.nanmean(cam[f"on_object_{v}"]), rel=1e-12)
+    # the grid's maps are the first metric images' maps: recomputed from the stored clean map, the same area
+    grid_area, _ = analysis.cam_per_image(torch.from_numpy(cam["cam_clean"].astype(np.float32)),
+                                          torch.from_numpy(cam["x"].astype(np.float32)))
+    np.testing.assert_allclose(grid_area, cam["area_clean"][:2], atol=0.02)
+    x5 = torch.from_numpy(d.test_x[:5] / 255.0).float()
+    again = analysis.cam_summary(analysis.grad_cam(model, x5, torch.from_numpy(d.test_y[:5]).long()), x5)
+    assert s["cam_area_clean"] == pytest.approx(again["cam_area"], abs=1e-6)
     gap = np.abs(cam["x_adv"].astype(np.float32) - cam["x"].astype(np.float32)).max()
     assert 0.5 * eps < gap <= eps + 2e-3  # the dataset's attack (eps 0.1), not the method's override (0.3)
     for key in ("cam_area_clean", "cam_area_adv", "cam_on_object_clean", "cam_on_object_adv"):
@@ -176,7 +193,10 @@ def test_analyze_writes_consistent_outputs(trained):
     assert list(ck.columns) == ["step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv"]
     cc = np.load(out / "checkpoint_cams.npz")
     assert cc["steps"].tolist() == [3, 6]
-    assert cc["cam_adv"].shape == (2, 5, 28, 28) and cc["x_adv"].shape == (2, 5, 1, 28, 28)
+    assert cc["cam_adv"].shape == (2, 2, 28, 28) and cc["x_adv"].shape == (2, 2, 1, 28, 28)
+    assert cc["area_adv"].shape == cc["on_object_adv"].shape == (2, 5)
+    np.testing.assert_allclose(ck.cam_area_adv, cc["area_adv"].mean(1), rtol=1e-12)
+    np.testing.assert_allclose(ck.cam_on_object_adv, np.nanmean(cc["on_object_adv"], 1), rtol=1e-12)
     assert cc["cam_adv"].dtype == cc["x_adv"].dtype == np.float16
     # the checkpoint rows are those checkpoints' own summaries
     m3 = training.load_model(run / "checkpoints" / "step0000003.pt")
@@ -192,5 +212,6 @@ def test_analyze_writes_consistent_outputs(trained):
         for f in run.glob("step*.pt"):
             f.rename(run / "checkpoints" / f.name)
     assert pd.read_csv(out / "checkpoints.csv").empty  # fixed outputs: the series files exist, without rows
-    assert np.load(out / "checkpoint_cams.npz")["cam_adv"].shape[0] == 0
+    empty = np.load(out / "checkpoint_cams.npz")
+    assert empty["cam_adv"].shape == (0, 2, 28, 28) and empty["area_adv"].shape == (0, 5)
     assert (out / "summary.json").exists() and read_json(out / "summary.json")["checkpoint_steps"] == []

@@ -24,6 +24,7 @@ D = "fmnist"
 SEEDS = [0, 1, 2]
 METHODS = ["raw", "adv", "alp", "aalp"]
 CAM_SAMPLES = 7  # more than the 6 rows the grids used to draw
+CAM_METRIC_SAMPLES = 30  # the images behind the CAM metrics: not the grid's 7
 FEATURES = 64
 EPOCHS = 4
 STEPS = [4, 8, 12]
@@ -42,7 +43,7 @@ def params() -> dict:
     p["training"].update(checkpoint_every=4, checkpoint_runs=[f"{D}/aalp"])
     p["evaluation"].update(attacks=["fgsm", "pgd10", "cw10"], n_samples=40)
     p["evaluation"].pop("autoattack_samples", None)
-    p["analysis"].update(cam_samples=CAM_SAMPLES)
+    p["analysis"].update(cam_samples=CAM_SAMPLES, cam_metric_samples=CAM_METRIC_SAMPLES)
     return p
 
 
@@ -70,7 +71,8 @@ def _write_runs(cfg: dict, root: Path) -> None:
         c = rng.exponential(1.0, FEATURES)
         c[rng.permutation(FEATURES)[:10 + 5 * METHODS.index(m) + s]] = 0.0  # dead features, per model and seed
         pd.DataFrame({"feature": np.arange(FEATURES), "c": c}).to_csv(rd / "analysis/contributions.csv", index=False)
-        summ = {**contribution_summary(c), "cam_area_adv": float(rng.random()), "cam_on_object_adv": float(rng.random())}
+        summ = {**contribution_summary(c), "cam_area_adv": float(rng.random()), "cam_on_object_adv": float(rng.random()),
+                "cam_metric_samples": CAM_METRIC_SAMPLES, "cam_samples": CAM_SAMPLES}
         (rd / "analysis/summary.json").write_text(json.dumps(summ))
         k = CAM_SAMPLES
         cam_adv = rng.random((k, 28, 28)).astype(np.float16)
@@ -202,6 +204,26 @@ def test_cam_grids_draw_cam_samples_with_class_names_a_scale_and_zero_maps_marke
     zero = sum(int((z[m]["cam_adv"].reshape(len(labels), -1).max(1) == 0).sum()) for m in methods)
     assert zero > 0 and sum(x.startswith("Grad-CAM zero") for x in t) == zero
     assert "Grad-CAM / the map's own maximum" in t
+
+
+@pytest.mark.parametrize("name", ["fig02", "fig08", "fig09", "fig10"])
+def test_every_cam_metric_page_states_how_many_images_its_metrics_are_over(drawn, name):
+    """The count comes from the analysis files (summary.json: 30 here), the grid's from the set (7): both on the
+    page, in its data file and, for the verdicts, as a claim row; never the old 'all analysed samples'."""
+    _, root = drawn
+    html = (root / f"reports/{name}.html").read_text()
+    assert f"over the first {CAM_METRIC_SAMPLES} test images (the same images for every model and seed)" in html
+    assert ("the grid draws the first 7" in html) == (name != "fig09") and "all analysed samples" not in html
+    assert "analysed before" not in html  # every summary records its count
+    claims = pd.read_csv(root / f"reports/claims/{name}.csv")
+    assert set(claims[claims.claim == "cam_metric_samples"]["mean"]) == {CAM_METRIC_SAMPLES}
+    if name == "fig09":
+        data = pd.read_csv(root / "reports/data/fig09.csv")
+        assert set(data.cam_metric_samples) == {CAM_METRIC_SAMPLES} and data.cam_metric_recorded.all()
+    else:
+        z = np.load(root / f"reports/data/{name}.npz")
+        counts = [k for k in z.files if k.endswith("/cam_metric_samples")]
+        assert counts and all(z[k].tolist() == [CAM_METRIC_SAMPLES] * len(SEEDS) for k in counts)
 
 
 def test_fig10_draws_cam_samples_per_checkpoint_with_class_names(drawn):

@@ -1,13 +1,24 @@
 """Analysis of one trained model: penultimate feature contributions (Eq. 5) and Grad-CAM maps on clean
 and adversarial test samples, for the final model and for each kept training checkpoint.
 
+Two counts of Grad-CAM images: the CAM metrics (cam_area, cam_on_object, of the final model and of each
+checkpoint) are means over the first M = `cam_metric_samples` test images, the grids draw the first
+K = `cam_samples` (the same images for every model and seed). The files keep full images and maps only for
+the K grid images (M images of maps would make a published set tens of MB larger) and, for all M metric
+images, each image's own metric values, of which the summaries are exact means (cam_summary).
+
 Outputs, in <run>/analysis/ (each written atomically; summary.json last, it marks completion):
   contributions.csv      feature, c: Eq. 5 over the first `samples` test samples (one row per feature)
-  cam.npz                index, label, x, x_adv, cam_clean, cam_adv, pred_adv of the first `cam_samples`
-                         test samples (images and maps as float16, maps upsampled to the input size)
+  cam.npz                index, label, x, x_adv, cam_clean, cam_adv, pred_adv of the K grid images (images
+                         and maps as float16, maps upsampled to the input size); area_clean, area_adv,
+                         on_object_clean, on_object_adv (float64, M each: cam_per_image; on-object NaN where
+                         undefined) of the M metric images
   checkpoints.csv        step, n50, n90, gini, cam_area_adv, cam_on_object_adv   (no rows without checkpoints)
-  checkpoint_cams.npz    steps, cam_adv (S x K x H x W), x_adv (S x K x C x H x W)  (no rows without checkpoints)
-  summary.json           contribution_summary, cam_summary of clean and adversarial maps, provenance
+  checkpoint_cams.npz    steps, cam_adv (S x K x H x W), x_adv (S x K x C x H x W), area_adv, on_object_adv
+                         (S x M)  (no rows without checkpoints)
+  summary.json           contribution_summary, cam_summary of clean and adversarial maps, provenance,
+                         cam_metric_samples (M) and cam_samples (K). An analysis written before the two
+                         counts were separate has cam_samples only, and its metrics are over those images.
 Definitions: docs/method.md#feature-contribution.
 """
 from __future__ import annotations
@@ -33,7 +44,7 @@ from .checkpoints import load_model
 from .training import select_device
 
 log = logging.getLogger(__name__)
-DEFAULTS = {"samples": None, "cam_samples": 8, "batch_size": 256}
+DEFAULTS = {"samples": None, "cam_samples": 8, "cam_metric_samples": 500, "batch_size": 256}
 CHECKPOINT_COLUMNS = ("step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv")
 OBJECT_THRESHOLD = 0.1  # a pixel of a 1-channel image belongs to the object when its value is above this
 
@@ -129,24 +140,39 @@ def grad_cam_direct(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).squeeze(1)
 
 
-def cam_summary(cam: torch.Tensor, x: torch.Tensor) -> dict:
-    """cam_area: mean over samples of the fraction of pixels with cam > half that sample's maximum (an
-    all-zero map counts as area 0). cam_on_object (1-channel x only, else None): mean over samples of the
-    share of the map's mass on object pixels (x > 0.1), skipping all-zero maps (None if every map is)."""
+def cam_per_image(cam: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each map's area (the fraction of pixels with cam > half that map's maximum; 0 for an all-zero map) and
+    on-object share (1-channel x: the share of the map's mass on object pixels, x > 0.1; NaN for an all-zero
+    map and for every map of multi-channel x), as float64 arrays of len(cam)."""
     cam = torch.as_tensor(cam).double()
     if len(cam) == 0:
-        return {"cam_area": 0.0, "cam_on_object": None}
+        return np.zeros(0), np.zeros(0)
     peak = cam.flatten(1).amax(1)
     above = cam > 0.5 * peak[:, None, None]
     area = torch.where(peak > 0, above.flatten(1).double().mean(1), torch.zeros_like(peak))
-    on_object = None
+    on_object = torch.full_like(peak, float("nan"))
     if x.shape[1] == 1:
         mass = cam.flatten(1).sum(1)
         on = (cam * (torch.as_tensor(x)[:, 0] > OBJECT_THRESHOLD)).flatten(1).sum(1)
         ok = mass > 0
-        if ok.any():
-            on_object = float((on[ok] / mass[ok]).mean())
-    return {"cam_area": float(area.mean()), "cam_on_object": on_object}
+        on_object[ok] = on[ok] / mass[ok]
+    return area.numpy(), on_object.numpy()
+
+
+def summarise(area, on_object) -> dict:
+    """cam_area: the mean of the per-image areas (0 without images); cam_on_object: the mean of the defined
+    per-image on-object shares (None when none is)."""
+    area, on_object = np.asarray(area, np.float64), np.asarray(on_object, np.float64)
+    ok = ~np.isnan(on_object)
+    return {"cam_area": float(area.mean()) if len(area) else 0.0,
+            "cam_on_object": float(on_object[ok].mean()) if ok.any() else None}
+
+
+def cam_summary(cam: torch.Tensor, x: torch.Tensor) -> dict:
+    """cam_area: mean over samples of the fraction of pixels with cam > half that sample's maximum (an
+    all-zero map counts as area 0). cam_on_object (1-channel x only, else None): mean over samples of the
+    share of the map's mass on object pixels (x > 0.1), skipping all-zero maps (None if every map is)."""
+    return summarise(*cam_per_image(cam, x))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -192,19 +218,24 @@ def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path
     n_test = len(data.test_x)
     samples = a["samples"] if a["samples"] is not None else cfg["evaluation"].get("n_samples")
     n = n_test if samples is None else min(samples, n_test)
-    k = min(a["cam_samples"], n_test)
+    k, m_cam = min(a["cam_samples"], n_test), min(a["cam_metric_samples"], n_test)  # grid, metric images
+    kk = max(k, m_cam)  # the images attacked and mapped: the grid's and the metrics' (both the first ones)
     bs = a["batch_size"]
-    if a["cam_samples"] < 1 or bs < 1 or (samples is not None and samples < 1):
-        raise ValueError(f"analysis: samples, cam_samples and batch_size must be >= 1 (got {a})")
+    if a["cam_samples"] < 1 or a["cam_metric_samples"] < 1 or bs < 1 or (samples is not None and samples < 1):
+        raise ValueError(f"analysis: samples, cam_samples, cam_metric_samples and batch_size must be >= 1 (got {a})")
     ckpts = _checkpoints(run_dir)
-    log.info("analyze %s/%s seed %d on %s: contributions over %d test samples, Grad-CAM on %d (attack eps %.4g, "
-             "step %.4g, %d steps), %d checkpoints", dataset, method, seed, device, n, k, attack.eps, attack.step,
-             attack.steps, len(ckpts))
+    log.info("analyze %s/%s seed %d on %s: contributions over %d test samples, Grad-CAM metrics on %d, grid %d "
+             "(attack eps %.4g, step %.4g, %d steps), %d checkpoints", dataset, method, seed, device, n, m_cam, k,
+             attack.eps, attack.step, attack.steps, len(ckpts))
 
     (out / "summary.json").unlink(missing_ok=True)  # an old summary must not vouch for new files
     x_n, y_n = data.test_x[:n], data.test_y[:n]
-    x = to_float(torch.from_numpy(data.test_x[:k]).to(device))
-    y = torch.from_numpy(data.test_y[:k]).to(device)
+    x = to_float(torch.from_numpy(data.test_x[:kk]).to(device))
+    y = torch.from_numpy(data.test_y[:kk]).to(device)
+    x_m = x[:m_cam].cpu()
+
+    def per_image(cam):  # the metric images' values
+        return cam_per_image(cam[:m_cam].cpu(), x_m)
 
     def measure(m, label):
         c = feature_contributions(m, x_n, y_n, bs, device, desc=f"analyze {dataset}/{method}/s{seed} {label}")
@@ -214,25 +245,30 @@ def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path
     c, x_adv, cam_adv = measure(model, "final")
     cam_clean = _cams(model, x, y, bs)
     with torch.no_grad(), eval_mode(model):
-        pred_adv = model(x_adv).argmax(1)
+        pred_adv = model(x_adv[:k]).argmax(1)
     summ = contribution_summary(c)
-    clean, adv = cam_summary(cam_clean.cpu(), x.cpu()), cam_summary(cam_adv.cpu(), x.cpu())
+    (area_clean, on_clean), (area_adv, on_adv) = per_image(cam_clean), per_image(cam_adv)
+    clean, adv = summarise(area_clean, on_clean), summarise(area_adv, on_adv)
 
     with atomic_path(out / "contributions.csv") as tmp:
         pd.DataFrame({"feature": np.arange(len(c)), "c": c}).to_csv(tmp, index=False)
     with atomic_path(out / "cam.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, index=np.arange(k), label=data.test_y[:k], x=_f16(x), x_adv=_f16(x_adv),
-                 cam_clean=_f16(cam_clean), cam_adv=_f16(cam_adv), pred_adv=pred_adv.cpu().numpy())
+        np.savez(f, index=np.arange(k), label=data.test_y[:k], x=_f16(x[:k]), x_adv=_f16(x_adv[:k]),
+                 cam_clean=_f16(cam_clean[:k]), cam_adv=_f16(cam_adv[:k]), pred_adv=pred_adv.cpu().numpy(),
+                 area_clean=area_clean, area_adv=area_adv, on_object_clean=on_clean, on_object_adv=on_adv)
 
-    rows, ck_cams, ck_x = [], [], []
+    rows, ck_cams, ck_x, ck_area, ck_on = [], [], [], [], []
     for step, path in _bar(ckpts, f"analyze {dataset}/{method}/s{seed} checkpoints", unit="ckpt"):
         m = load_model(path, expect_model=exp["model"], expect_shape=data.shape, device=device)
         c_s, x_adv_s, cam_s = measure(m, f"step{step}")
-        s, ca = contribution_summary(c_s), cam_summary(cam_s.cpu(), x.cpu())
+        area_s, on_s = per_image(cam_s)
+        s, ca = contribution_summary(c_s), summarise(area_s, on_s)
         rows.append({"step": step, "n50": s["n50"], "n90": s["n90"], "gini": s["gini"],
                      "cam_area_adv": ca["cam_area"], "cam_on_object_adv": ca["cam_on_object"]})
-        ck_cams.append(_f16(cam_s))
-        ck_x.append(_f16(x_adv_s))
+        ck_cams.append(_f16(cam_s[:k]))
+        ck_x.append(_f16(x_adv_s[:k]))
+        ck_area.append(area_s)
+        ck_on.append(on_s)
     # Written for every run (no rows without checkpoints), so that every analysis stage has the same outputs.
     with atomic_path(out / "checkpoints.csv") as tmp:
         pd.DataFrame(rows, columns=list(CHECKPOINT_COLUMNS)).to_csv(tmp, index=False)
@@ -240,11 +276,13 @@ def analyze(cfg: dict, dataset: str, method: str, seed: int, run_dir: str | Path
     with atomic_path(out / "checkpoint_cams.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, steps=np.array([r["step"] for r in rows], dtype=np.int64),
                  cam_adv=np.stack(ck_cams) if rows else np.zeros((0, k, h, w), np.float16),
-                 x_adv=np.stack(ck_x) if rows else np.zeros((0, *x.shape), np.float16))
+                 x_adv=np.stack(ck_x) if rows else np.zeros((0, k, *x.shape[1:]), np.float16),
+                 area_adv=np.stack(ck_area) if rows else np.zeros((0, m_cam)),
+                 on_object_adv=np.stack(ck_on) if rows else np.zeros((0, m_cam)))
 
     summary = {**summ, "cam_area_clean": clean["cam_area"], "cam_area_adv": adv["cam_area"],
                "cam_on_object_clean": clean["cam_on_object"], "cam_on_object_adv": adv["cam_on_object"],
-               "samples": n, "cam_samples": k}
+               "samples": n, "cam_metric_samples": m_cam, "cam_samples": k}
     write_json(out / "summary.json", provenance(str(device), seed=seed, dataset=dataset, method=method,
                                                 model=exp["model"], analysis=a, attack=vars(attack),
                                                 attack_seed=attack_seed, checkpoint_steps=[r["step"] for r in rows],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .camclaims import CAM_CLAIMS
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -76,6 +78,7 @@ CLAIMS = [
           "not in the paper: a check added here (the paper ran no AutoAttack)"),
     Claim("aalp_converges", "AALP converges better than ALP (last-epoch probe: adversarial accuracy up; the ALP loss "
           "is shown, not counted)", "fig12", "Fig. 12", ("mnist",)),
+    *(Claim(cid, text, item, f"Fig. {int(item[3:])}") for cid, text, item in CAM_CLAIMS),  # Figs. 8-10 (camclaims)
 ]
 PAPER_NAMES = {"mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10"}
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..core.sets import consistency_sets
 from ..layout import run_dir
+from .camclaims import COUNT, RECORDED, metric_count
 from .claims import claims_frame, frame
 from .inputs import (CKPT_CLAIMS, SETS, analysis_path, attack_columns, checkpoint_runs, load_csv, load_json, load_npz,
                      load_parquet, metrics_path, models, records_path, seeds, sweep_bases, sweep_runs)
@@ -72,15 +73,24 @@ def class_names(cfg: dict, dataset: str, n: int = 10) -> np.ndarray:
 
 
 def cam_count(cfg: dict, available: int) -> int:
-    """How many Grad-CAM samples a grid draws: analysis.cam_samples, or all there are when fewer."""
+    """How many Grad-CAM samples a grid draws: analysis.cam_samples, or all there are when fewer (the CAM
+    metrics' own count is what each analysis holds: camclaims.metric_count)."""
     return min(int(cfg["analysis"]["cam_samples"]), int(available))
+
+
+def metric_counts(cfg: dict, d: str, m: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed of (d, m): the images its CAM metrics are over and whether its analysis records that count
+    (camclaims.metric_count, from summary.json)."""
+    got = [metric_count(load_json(analysis_path(d, m, s, "summary.json"))) for s in seeds(cfg, d, m)]
+    return np.array([n for n, _ in got], dtype=np.int64), np.array([r for _, r in got], dtype=bool)
 
 
 def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Grad-CAM maps of the first seed's models of `name`, the cam_count() samples drawn (arrays
     '<dataset>/<method>/<field>' with field x, x_adv, cam_clean, cam_adv, label, pred_adv, index (float32 for
-    the float16 ones), cam_adv_peak (each map's maximum; 0: the map is zero everywhere) and class_names) and
-    the cam_area_adv / cam_on_object_adv claims over all seeds (cam_on_object_adv only for 1-channel inputs)."""
+    the float16 ones), cam_adv_peak (each map's maximum; 0: the map is zero everywhere), class_names and, per
+    seed, cam_metric_samples and cam_metric_recorded (metric_counts)) and the cam_area_adv / cam_on_object_adv
+    claims over all seeds (cam_on_object_adv only for 1-channel inputs) with the count ('cam_metric_samples')."""
     arrays, claims = {}, []
     for d, ms in models(cfg, name):
         for m in ms:
@@ -89,6 +99,8 @@ def cam_grid(cfg: dict, name: str = "fig02") -> tuple[dict[str, np.ndarray], pd.
                 for k in ("cam_area_adv", "cam_on_object_adv"):
                     if summ.get(k) is not None:
                         claims.append({"dataset": d, "method": m, "claim": k, "seed": s, "value": summ[k]})
+                claims.append({"dataset": d, "method": m, "claim": COUNT, "seed": s, "value": metric_count(summ)[0]})
+            arrays[f"{d}/{m}/{COUNT}"], arrays[f"{d}/{m}/{RECORDED}"] = metric_counts(cfg, d, m)
             z = load_npz(analysis_path(d, m, seeds(cfg, d, m)[0], "cam.npz"))
             k = cam_count(cfg, len(z["x"]))
             for f in ("x", "x_adv", "cam_clean", "cam_adv", "label", "pred_adv", "index"):
@@ -231,20 +243,25 @@ def sweep_accuracy(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def checkpoint_series(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Figs. 9-10: checkpoints.csv of every checkpoint run and seed (data: dataset, method, seed, step, n50,
-    n90, gini, cam_area_adv, cam_on_object_adv); claims of Fig. 9 ('step<N>/n50', 'step<N>/gini') and of
-    Fig. 10 ('step<N>/cam_area_adv', 'step<N>/cam_on_object_adv' where defined)."""
+    n90, gini, cam_area_adv, cam_on_object_adv, cam_metric_samples, cam_metric_recorded (metric_counts));
+    claims of Fig. 9 ('step<N>/n50', 'step<N>/gini') and of Fig. 10 ('step<N>/cam_area_adv',
+    'step<N>/cam_on_object_adv' where defined), both with the CAM metrics' count ('cam_metric_samples')."""
     frames, c9, c10 = [], [], []
     for d, m in checkpoint_runs(cfg):
-        for s in seeds(cfg, d, m):
+        counts, recorded = metric_counts(cfg, d, m)
+        for s, n_cam, rec in zip(seeds(cfg, d, m), counts, recorded):
             ck = load_csv(analysis_path(d, m, s, "checkpoints.csv"))
-            frames.append(ck.assign(dataset=d, method=m, seed=s))
+            frames.append(ck.assign(dataset=d, method=m, seed=s, **{COUNT: n_cam, RECORDED: rec}))
+            for out in (c9, c10):
+                out.append({"dataset": d, "method": m, "claim": COUNT, "seed": s, "value": int(n_cam)})
             for _, row in ck.iterrows():
                 for name, out in (("fig09", c9), ("fig10", c10)):
                     for k in CKPT_CLAIMS[name]:
                         if pd.notna(row[k]):
                             out.append({"dataset": d, "method": m, "claim": f"step{int(row.step)}/{k}", "seed": s,
                                         "value": float(row[k])})
-    cols = ["dataset", "method", "seed", "step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv"]
+    cols = ["dataset", "method", "seed", "step", "n50", "n90", "gini", "cam_area_adv", "cam_on_object_adv", COUNT,
+            RECORDED]
     data = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     return data, claims_frame(c9), claims_frame(c10)
 
@@ -256,7 +273,8 @@ def checkpoint_cams(cfg: dict) -> dict[str, np.ndarray]:
     """Fig. 10: first seed's per-checkpoint adversarial Grad-CAM maps of the checkpoints drawn (at most
     MAX_CHECKPOINT_COLUMNS, evenly spaced, first and last kept) and the cam_count() samples drawn:
     '<d>/<m>/steps' (S), 'cam_adv' (S x K x H x W), 'x_adv' (S x K x C x H x W), 'cam_adv_peak' (S x K, each map's
-    maximum), the clean inputs and labels of the same samples ('x', 'label', from cam.npz) and 'class_names'."""
+    maximum), the clean inputs and labels of the same samples ('x', 'label', from cam.npz), 'class_names' and,
+    per seed, 'cam_metric_samples' and 'cam_metric_recorded' (metric_counts)."""
     arrays = {}
     for d, m in checkpoint_runs(cfg):
         s = seeds(cfg, d, m)[0]
@@ -271,4 +289,5 @@ def checkpoint_cams(cfg: dict) -> dict[str, np.ndarray]:
                        f"{d}/{m}/cam_adv_peak": maps.reshape(len(pick), k, -1).max(axis=2) if k else maps.reshape(len(pick), 0),
                        f"{d}/{m}/x": cam["x"][:k].astype(np.float32), f"{d}/{m}/label": cam["label"][:k],
                        f"{d}/{m}/class_names": class_names(cfg, d)})
+        arrays[f"{d}/{m}/{COUNT}"], arrays[f"{d}/{m}/{RECORDED}"] = metric_counts(cfg, d, m)
     return arrays

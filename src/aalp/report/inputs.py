@@ -203,10 +203,12 @@ def item_inputs(cfg: dict, name: str) -> list[Path]:
     if name == "fig06":
         return ([metrics_path(d, r, s) for d, _, _, r, _ in sweep_runs(cfg) for s in ss(d, r)]
                 + [metrics_path(d, m, s) for d, m, _, _ in sweep_bases(cfg) for s in ss(d, m)])
-    if name == "fig09":
-        return [analysis_path(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
+    if name == "fig09":  # summary.json: the images the CAM metrics are over (camclaims.metric_count)
+        return [analysis_path(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in ss(d, m)
+                for f in ("summary.json", "checkpoints.csv")]
     if name == "fig10":
-        return ([analysis_path(d, m, s, "checkpoints.csv") for d, m in checkpoint_runs(cfg) for s in ss(d, m)]
+        return ([analysis_path(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in ss(d, m)
+                 for f in ("summary.json", "checkpoints.csv")]
                 + [analysis_path(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first(d, m)
                    for f in ("checkpoint_cams.npz", "cam.npz")])
     if name == "table2":

@@ -26,6 +26,7 @@ from . import stats as S
 from .claimlist import (AALP_ALP_LOSS_NOTE, ACC, ACCURACY_MARGIN, BY_CONSTRUCTION_NOTE, CAM, CLAIMS,  # noqa: F401
                         CLEAN_CORRECT_NOTE, CLEAN_NOTE, CONF, LOSS, MIN_SLOPE_EPOCHS, N50, ORDER_NOTE, PAPER_NAMES,
                         SHARE, SHARE_NOTE, SLOPE, UNITS, Claim, Unit, label, paper_showed)
+from .camclaims import cam_parts
 from .claims import per_seed
 from .figdata import second_half
 from .gdpairs import gd_tested
@@ -281,6 +282,9 @@ def verdicts(cfg: dict, report_dir: str | Path = "reports") -> pd.DataFrame:
     j.features("fig07", "aalp_fewer_features", (("aalp", "alp"),))
     for step in (j.guided_dropout, j.consistent, j.table2, j.converges):
         step()
+    for p in cam_parts(report_dir):  # Figs. 8-10 (camclaims)
+        _part(j.rows, j.by_id[p.claim_id], p.dataset, p.label, p.values, p.direction, Unit(p.unit, math.nan),
+              state=p.state, counted=p.counted, note=p.note)
     df = pd.DataFrame(j.rows, columns=[c for c in COLUMNS if c not in ("paper_on", "scope", "verdict")])
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)

@@ -18,7 +18,7 @@ from ..core.training import Trainer, speed_options, select_device
 BENCH_BASE = {"profile": "bench", "seeds": [0], "run_seeds": {}, "sweeps": [],
               "data": {"dir": "data", "raw_dir": "data/raw", "mirror": None, "download": False},
               "training": {"device": "auto", "amp": False, "channels_last": False, "checkpoint_every": 0, "probe_size": 0},
-              "analysis": {"samples": None, "cam_samples": 1, "batch_size": 50},
+              "analysis": {"samples": None, "cam_samples": 1, "cam_metric_samples": 1, "batch_size": 50},
               "evaluation": {"attacks": ["fgsm"], "batch_size": 50, "n_samples": None}}
 BENCH_METHODS = {"raw": {"objective": "raw"}, "adv": {"objective": "adv"}}
 

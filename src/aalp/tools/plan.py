@@ -14,7 +14,8 @@ to its full size and the DAG's jobs are added up:
   survives every component (APGD-CE, APGD-T and FAB-T with 9 targets, Square), which a robust model
   approaches and a weak one never does.
 - analyze (one per analysed run, plus one pass per kept snapshot of the checkpoint runs): contributions over
-  the analysed samples (timed forward passes) and Grad-CAM of the training attack on `cam_samples`.
+  the analysed samples (timed forward passes), and the training attack and Grad-CAM on the first
+  max(`cam_samples`, `cam_metric_samples`) test samples (the grid's and the metrics' images), in batches.
 - report (one per figure, table and the front page): CPU work independent of the device, a fixed estimate.
 """
 from __future__ import annotations
@@ -202,7 +203,8 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         abs_ = a.get("batch_size", 256)
         f, fb = passes(d, abs_)
         k = cfg["experiments"][d]["attack"]["steps"]
-        one = math.ceil(n / abs_) * f + k * fb + 2 * fb  # contributions; the attack and Grad-CAM on cam_samples (one batch)
+        cams = min(max(a.get("cam_samples", 8), a.get("cam_metric_samples", 500)), n_test)
+        one = math.ceil(n / abs_) * f + math.ceil(cams / abs_) * (k + 2) * fb  # contributions; attack and Grad-CAM
         snapshots = 0
         for m, s in d_runs:
             if f"{d}/{m}" in ck_runs and tcfg["checkpoint_every"]:
