@@ -41,7 +41,7 @@ def test_a_claim_table_gives_the_t_half_width_labelled_with_n_and_percent():
     assert interval([1.0, 2.0, 3.0]) == (f"2.0 ± {half:.1f}", 3)
     html = claims_html(claims)
     assert "<caption>mean ± 95% t-interval half-width over seeds, n = 3 seeds</caption>" in html
-    assert _cells(html, "th") == ["claim", "ALP (n = 3)", "n50: features holding 50 % of the contribution",
+    assert _cells(html, "th") == ["claim", "ALP (n\u00a0=\u00a03)", "n50: features holding 50 % of the contribution",
                                   "adversarial true-class confidence (%), Consistent"]
     assert _cells(html) == [f"2.0 ± {half:.1f}", f"60 ± {10 * half:.0f}"]
     assert html.count("<tr>") == 3  # one header row, one row per claim: no empty header row
@@ -55,8 +55,10 @@ def test_delta_is_ours_minus_paper_and_red_beyond_two_points():
                        "ours_mean": [90.0, 61.5], "ours_std": [1.0, 1.0], "n_seeds": 5, "n_samples": 100.0,
                        "paper": [94.61, 60.94]})
     html = table1_html(t1)
-    assert _cells(html, "th")[:4] == ["set and quantity", "ours (n = 5)", "paper", "Δ (ours − paper)"]
+    assert _cells(html, "th")[:4] == ["set and quantity", "ours (n\u00a0=\u00a05)", "paper", "Δ (ours − paper)"]
     assert '<td class="num far">−4.61</td>' in html and '<td class="num">+0.56</td>' in html
+    loss = t1.assign(metric="classification_loss", ours_mean=[0.47, 1.79], paper=[0.3262, 4.1833])
+    assert "far" not in table1_html(loss)  # a loss is no percentage: no 2-point threshold
     assert "Consistent: clean true-class confidence (%)" in html and "clean_gt_confidence" not in html
 
 
@@ -76,7 +78,7 @@ def test_table2_colours_delta_as_the_front_page_does():
                        "metric": ["clean", "pgd10"], "ours_mean": [98.0, 90.0], "ours_std": [0.1, 0.5],
                        "n_seeds": 5, "n_samples": 10000, "paper": [98.77, 96.66], "seeds": "", "values": ""})
     html = table2_html(t2)
-    assert _cells(html, "th") == ["method", "clean", "PGD-10", "ALP (n = 5)"]
+    assert _cells(html, "th") == ["method", "clean", "PGD-10", "ALP (n\u00a0=\u00a05)"]
     assert '<span class="far">Δ −6.66</span>' in html and '<span class="">Δ −0.77</span>' in html
 
 

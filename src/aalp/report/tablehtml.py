@@ -22,6 +22,11 @@ def minus(text: str) -> str:
     return text.replace("-", "−")
 
 
+def n_text(n) -> str:
+    """'(n = 5)' with no-break spaces: the count stays on one line."""
+    return f"(n\u00a0=\u00a0{int(n)})"
+
+
 def decimals(half: float) -> int:
     """The decimals that show `half` to two significant digits (0 for half >= 10)."""
     if not half > 0 or math.isinf(half):
@@ -86,14 +91,14 @@ def claims_html(claims: pd.DataFrame) -> str:
         cells[(r["claim"], r["dataset"], r["method"])] = (text, n)
         ns.setdefault((r["dataset"], r["method"]), []).append(n)
     col_n = {k: max(v) for k, v in ns.items()}
-    header = ["claim"] + [f"{'' if one_dataset else d + ': '}{method_name(m)} (n = {col_n[(d, m)]})" for d, m in runs]
+    header = ["claim"] + [f"{'' if one_dataset else d + ': '}{method_name(m)} {n_text(col_n[(d, m)])}" for d, m in runs]
     rows = []
     for claim in dict.fromkeys(claims.claim):
         row = [claim_name(claim)[0]]
         for d, m in runs:
             text, n = cells.get((claim, d, m), ("", 0))
-            row.append({"text": text + (f" (n = {n})" if text and 1 < n < col_n[(d, m)] else ""), "cls": "num"})
+            row.append({"text": text + (f" {n_text(n)}" if text and 1 < n < col_n[(d, m)] else ""), "cls": "num"})
         rows.append(row)
     counts = sorted({n for n in col_n.values()})
-    n_text = f"n = {counts[0]} seeds" if len(counts) == 1 else "n seeds in each column's header"
-    return html_table(header, rows, caption=f"{PM}, {n_text}", cls="claims")
+    seeds = f"n = {counts[0]} seeds" if len(counts) == 1 else "n seeds in each column's header"
+    return html_table(header, rows, caption=f"{PM}, {seeds}", cls="claims")

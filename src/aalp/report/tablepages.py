@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .labels import accuracy_name, attack_name, method_name, set_name, table1_name
-from .tablehtml import delta, html_table, minus
-from .units import metric_label, ours_text, sample_counts
+from .tablehtml import delta, html_table, minus, n_text
+from .units import DIFF_POINTS, metric_label, ours_text, sample_counts
 
 DELTA = "Δ (ours − paper)"
 
@@ -20,7 +20,7 @@ def _num(v, digits: int = 2) -> str:
 def _n_header(ns) -> tuple[str, bool]:
     """('ours (n = 5)', True) when every row has the same n, else ('ours', False): n then goes in each cell."""
     ns = {int(n) for n in ns if n == n}
-    return (f"ours (n = {ns.pop()})", True) if len(ns) == 1 else ("ours", False)
+    return (f"ours {n_text(ns.pop())}", True) if len(ns) == 1 else ("ours", False)
 
 
 def table1_html(g: pd.DataFrame) -> str:
@@ -33,7 +33,8 @@ def table1_html(g: pd.DataFrame) -> str:
         row = [f"{set_name(r.set)}: {table1_name(r.metric)}",
                {"text": minus(ours_text(r.ours_mean, r.ours_std, r.n_seeds, digits, with_n=not one_n)), "cls": "num"}]
         if paper:
-            row += [{"text": _num(r.paper, digits), "cls": "num"}, delta(r.ours_mean, r.paper)]
+            far = DIFF_POINTS if r.metric.endswith("confidence") else float("inf")  # points: a loss has none
+            row += [{"text": _num(r.paper, digits), "cls": "num"}, delta(r.ours_mean, r.paper, far)]
         rows.append(row)
     return html_table(["set and quantity", head] + (["paper", DELTA] if paper else []), rows, cls="table1")
 
@@ -47,7 +48,7 @@ def table2_html(d: pd.DataFrame) -> str:
     rows = []
     for method, g in d.groupby("method", sort=False):
         one_n = g.n_seeds.nunique() == 1
-        row = [f"{method_name(method)} (n = {int(g.n_seeds.iloc[0])})" if one_n else method_name(method)]
+        row = [f"{method_name(method)} {n_text(g.n_seeds.iloc[0])}" if one_n else method_name(method)]
         by = {r.metric: r for r in g.itertuples()}
         for m in metrics:
             r = by.get(m)
@@ -102,7 +103,7 @@ def table4_html(r) -> str:
     paper = pd.notna(r.paper_alp)
     n = {int(r.alp_n_seeds), int(r.aalp_n_seeds)}
     one_n = len(n) == 1
-    header = ["Consistent share (%)", f"ours (n = {n.pop()})" if one_n else "ours"]
+    header = ["Consistent share (%)", f"ours {n_text(n.pop())}" if one_n else "ours"]
     header += ["paper", DELTA] if paper else []
     header += ["ours, % of the clean-correct samples"]
     rows = []
