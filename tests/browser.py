@@ -41,19 +41,24 @@ return Array.from(document.querySelectorAll('table')).map(t => {
 """
 
 # every word (a run of characters between spaces and hyphens) of a table's header or cell that the layout
-# breaks across lines: its text range has boxes at two heights ("chang|e", "96.6|6")
+# breaks across lines between two letters or digits ("chang|e", "96.6|6", "cam_ar|ea"); a break after
+# punctuation ("experiments.<dataset>.|attack") is where a browser may break a long identifier
 WORDS_BROKEN = """
 const out = [];
+const top = (n, i) => { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+  const b = Array.from(r.getClientRects()).filter(x => x.width > 0); return b.length ? Math.round(b[0].top) : null; };
 for (const cell of document.querySelectorAll('table th, table td')) {
   const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
   for (let n = walk.nextNode(); n; n = walk.nextNode()) {
     const re = /[^\\s-]+/g;
     for (let m = re.exec(n.nodeValue); m; m = re.exec(n.nodeValue)) {
-      const r = document.createRange();
-      r.setStart(n, m.index);
-      r.setEnd(n, m.index + m[0].length);
-      const tops = new Set(Array.from(r.getClientRects()).filter(b => b.width > 0).map(b => Math.round(b.top)));
-      if (tops.size > 1) out.push(`${cell.tagName.toLowerCase()} "${m[0]}"`);
+      for (let i = m.index + 1; i < m.index + m[0].length; i++) {
+        const a = n.nodeValue[i - 1], b = n.nodeValue[i], ta = top(n, i - 1), tb = top(n, i);
+        if (ta !== null && tb !== null && ta !== tb && /[A-Za-z0-9]/.test(a) && /[A-Za-z0-9]/.test(b)) {
+          out.push(`${cell.tagName.toLowerCase()} "${m[0]}"`);
+          break;
+        }
+      }
     }
   }
 }
