@@ -2,7 +2,8 @@
 check it as a reader would: every link reachable from the front page resolves (files and #anchors), every
 image decodes (naturalWidth > 0), the console stays free of errors, nothing is fetched from the network, no
 page shows TeX as text (a `$` or a backslash command outside code: formulas must arrive as MathML), and in a
-1400-pixel window no table's right edge passes the column it sits in.
+1400-pixel window no table's right edge passes the column it sits in and no table header or cell breaks a word
+or a number across two lines.
 """
 from __future__ import annotations
 
@@ -37,6 +38,31 @@ return Array.from(document.querySelectorAll('table')).map(t => {
   const head = (t.rows.length ? t.rows[0].innerText : '').replace(/\\s+/g, ' ').slice(0, 60);
   return right > column + 1 ? `table "${head}" ends at ${Math.round(right)} px, its column at ${Math.round(column)} px` : null;
 }).filter(x => x);
+"""
+
+# every word (a run of characters between spaces and hyphens) of a table's header or cell that the layout
+# breaks across lines between two letters or digits ("chang|e", "96.6|6", "cam_ar|ea"); a break after
+# punctuation ("experiments.<dataset>.|attack") is where a browser may break a long identifier
+WORDS_BROKEN = """
+const out = [];
+const top = (n, i) => { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+  const b = Array.from(r.getClientRects()).filter(x => x.width > 0); return b.length ? Math.round(b[0].top) : null; };
+for (const cell of document.querySelectorAll('table th, table td')) {
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const re = /[^\\s-]+/g;
+    for (let m = re.exec(n.nodeValue); m; m = re.exec(n.nodeValue)) {
+      for (let i = m.index + 1; i < m.index + m[0].length; i++) {
+        const a = n.nodeValue[i - 1], b = n.nodeValue[i], ta = top(n, i - 1), tb = top(n, i);
+        if (ta !== null && tb !== null && ta !== tb && /[A-Za-z0-9]/.test(a) && /[A-Za-z0-9]/.test(b)) {
+          out.push(`${cell.tagName.toLowerCase()} "${m[0]}"`);
+          break;
+        }
+      }
+    }
+  }
+}
+return out;
 """
 
 
@@ -103,6 +129,8 @@ def check_site(index: Path, screenshot: Path) -> dict:
             problems += [f"TeX shown as text on {path.name} ({len(tex)}x): {t!r}" for t in tex[:3]]
             problems += [f"{path.name} does not fit a {WINDOW}-pixel window: {t}"
                          for t in driver.execute_script(TABLES_PAST_COLUMN)]
+            broken = driver.execute_script(WORDS_BROKEN)
+            problems += [f"{path.name} breaks a word in a table ({len(broken)}x): {', '.join(broken[:5])}"] if broken else []
             for entry in driver.get_log("browser"):
                 if entry["level"] == "SEVERE":
                     problems.append(f"console error on {path.name}: {entry['message']}")

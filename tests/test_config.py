@@ -236,7 +236,7 @@ def test_a_slice_without_the_checkpoint_run_asks_no_checkpoint_files(ci_params):
     sub = C.only_runs(cfg, [r for r in every if r[1] in ("raw", "adv")])
     assert report_in.checkpoint_runs(sub) == []
     assert report_in.item_inputs(sub, "fig09") == [] and report_in.item_inputs(sub, "fig10") == []
-    assert report_in.needs(sub, "fig09").startswith("needs runs: synthetic/aalp")
+    assert report_in.needs(sub, "fig09").startswith("This set keeps no training checkpoints: Fig. 9 needs AALP on synthetic")
     one = C.only_runs(cfg, [r for r in every if r[1] == "raw" or r == ("synthetic", "aalp", 1)])
     assert [p.as_posix() for p in report_in.item_inputs(one, "fig09")] == [
         "runs/synthetic/aalp/s1/analysis/summary.json", "runs/synthetic/aalp/s1/analysis/checkpoints.csv"]

@@ -134,6 +134,7 @@ def test_a_resumed_run_records_the_seconds_of_every_segment(tiny, tmp_path, monk
     resumed = training.train(cfg, spec, tmp_path / "resumed")
     assert full["train_seconds"] == 16.0
     assert resumed["train_seconds"] == 16.0  # 12 s before the stop (the step that died is lost with it) + 4 s after
+    assert full["resumed_at"] == [] and resumed["resumed_at"] == [12]  # the report names a resumed run (provenance)
     for run in ("full", "resumed"):
         assert pd.read_csv(tmp_path / run / "history.csv").epoch_seconds.tolist() == [8.0, 8.0]
 

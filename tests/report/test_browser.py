@@ -69,19 +69,34 @@ def test_the_method_page_shows_formulas_not_tex(tmp_path):
     assert (tmp_path / "method.html").read_text().count("<math") > 150
 
 
+def test_a_word_broken_in_a_table_is_reported(tmp_path):
+    """A header or number broken across lines ("chang|e", "96.6|612") is named; the report's tables (one header
+    row of reader names, numbers kept whole) in the same narrow column break none."""
+    from aalp.report.pages import page
+    from aalp.report.tablehtml import html_table
+
+    narrow = '<div style="width:70px">{}</div>'
+    (tmp_path / "index.html").write_text(page("t", narrow.format(
+        '<table><tr><th style="overflow-wrap:anywhere">change</th></tr>'
+        '<tr><td style="overflow-wrap:anywhere">96.6612345</td></tr></table>'), back=False))
+    problems = "\n".join(check_site(tmp_path / "index.html", tmp_path / "s.png")["problems"])
+    assert 'index.html breaks a word in a table (2x): th "change", td "96.6612345"' in problems
+    (tmp_path / "index.html").write_text(page("t", narrow.format(
+        html_table(["Δ (ours − paper)"], [["AALP − ALP", {"text": "−30.16", "cls": "num"}]])), back=False))
+    r = check_site(tmp_path / "index.html", tmp_path / "s.png")
+    assert not [p for p in r["problems"] if "breaks a word" in p], r["problems"]
+
+
 def _published_set(tmp_path):
-    """results/fashion_cpu (a published set: run files and report) copied, its tables and front page rebuilt
-    with this checkout's report code and its figure pages re-made from their executed notebooks."""
+    """results/fashion_cpu (a published set: run files and report) copied, its figures, tables and front page
+    rebuilt with this checkout's report code."""
     import os
     import shutil
 
-    import nbformat
-
     from aalp import config as C
-    from aalp.layout import TITLES
+    from aalp.layout import REPORT_ITEMS
     from aalp.report.frontpage import report_index
     from aalp.report.items import report_item
-    from aalp.report.render import notebook_page
 
     root = tmp_path / "fashion_cpu"
     shutil.copytree(C.REPO_ROOT / "results" / "fashion_cpu", root)
@@ -89,10 +104,8 @@ def _published_set(tmp_path):
     os.chdir(root)
     try:
         cfg = C.load("params.yaml")
-        for t in ("table1", "table2", "table3", "table4"):
-            report_item(cfg, t, "reports")
-        for nb in sorted((root / "reports" / "notebooks").glob("fig*.ipynb")):
-            (root / "reports" / f"{nb.stem}.html").write_text(notebook_page(TITLES[nb.stem], nbformat.read(nb, 4)))
+        for item in REPORT_ITEMS:
+            report_item(cfg, item, "reports")
         report_index(cfg, "reports")
     finally:
         os.chdir(old)
@@ -102,7 +115,9 @@ def _published_set(tmp_path):
 def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
     """The Fashion-MNIST CPU set, every page: no TeX as text (the method page, Fig. 1's `$c_j$`), no table
     past its column (Table 2 on the front page once cut off its AutoAttack column), and the pages say what
-    the paper has no number for, how many samples AutoAttack saw and where the set departs from the paper."""
+    the paper has no number for, how many samples AutoAttack saw and where the set departs from the paper;
+    no table breaks a word or a number; every figure page's Claim table states its ± (the 95% t half-width)
+    with n; every item page links the pages before and after it."""
     import re
 
     import pandas as pd
@@ -135,3 +150,14 @@ def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
     assert f"{raw.ours_std:.2f}" != f"{half:.2f}"
     for page in ("index", "table2", "table3"):
         assert cell in re.sub(r"\s+", " ", (reports / f"{page}.html").read_text()), (page, cell)
+    from aalp.layout import FIGURES, REPORT_ITEMS
+
+    for i, item in enumerate(REPORT_ITEMS):
+        html = (reports / f"{item}.html").read_text()
+        for j, rel in ((i - 1, "prev"), (i + 1, "next")):
+            if 0 <= j < len(REPORT_ITEMS):
+                assert f'<a href="{REPORT_ITEMS[j]}.html" rel="{rel}"' in html, (item, rel)
+        if item in FIGURES and "Not drawn." not in html:
+            assert re.search(r'<table class="report claims"><caption>mean ± 95% t-interval half-width over seeds, '
+                             r'n = \d+ seeds</caption>', html), item
+            assert "± std" not in html and "standard deviation" not in html, item

@@ -145,7 +145,7 @@ def test_every_output_is_written_and_every_png_decodes(built):
     for nb in report_in.REPORT_NOTEBOOKS:
         page = (root / f"reports/{nb}.html").read_text()
         assert layout.TITLES[nb] in page.replace("&#39;", "'")
-        assert "Traceback" not in page and "needs runs:" not in page, nb
+        assert "Traceback" not in page and "Not drawn." not in page and "Not computed." not in page, nb
     index = (root / "reports/index.html").read_text()
     assert "Fig. 5" in index and all(f'href="{nb}.html"' in index for nb in report_in.REPORT_NOTEBOOKS)
     assert took < 300  # about 40 s alone; the suite runs files side by side (pytest -n)
@@ -369,15 +369,17 @@ def test_a_set_without_the_runs_renders_each_figure_with_a_needs_line(reduced):
     written = {p.relative_to(out.parent).as_posix() for p in out.rglob("*") if p.is_file()}
     assert written == set(layout.report_outputs("reports_reduced"))
     fig06 = (out / "fig06.html").read_text()
-    assert "needs runs: synthetic/aalp sweep over lambda" in fig06
+    assert "Not drawn.</strong> This set has no λ sweep: Fig. 6 needs AALP trained on synthetic" in fig06
     for name in ("fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12", "table3", "table4"):
-        assert "needs runs:" in (out / f"{name}.html").read_text(), name
+        html = (out / f"{name}.html").read_text()
+        assert "Not drawn.</strong> This set " in html or "Not computed.</strong> This set " in html, name
+        assert "<img" not in html and "`" not in html, name  # no placeholder image, no raw backticks
     for name in ("fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"):
         assert mpimg.imread(out / f"figures/{name}.png").shape[0] > 0
         claims = pd.read_csv(out / f"claims/{name}.csv")
         assert claims.empty and list(claims.columns) == report_claims.CLAIM_COLUMNS, name
     for name in ("fig01", "fig02", "fig03", "fig04", "table1", "table2"):  # these still have their runs
-        assert "needs runs:" not in (out / f"{name}.html").read_text(), name
+        assert "Not drawn." not in (out / f"{name}.html").read_text(), name
     assert pd.read_csv(out / "tables/table3.csv").empty and pd.read_csv(out / "tables/table4.csv").empty
     flat = json.loads((out / "claims.json").read_text())
     assert flat and not [k for k in flat if k.startswith(("fig06/", "fig07/", "table4/"))]

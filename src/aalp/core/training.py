@@ -155,6 +155,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
     epoch, batch_idx, step = 0, 0, 0
     history, probes, sums = [[] for _ in specs], [[] for _ in specs], {}
     done_seconds, epoch_done_seconds = 0.0, 0.0  # seconds of a resumed run's earlier segments: run, current epoch
+    resumed_at: list[int] = []  # the steps this run resumed at (run.json): its train_seconds is then a lower bound
     resumes = [o / "resume.pt" for o in outs]
     sts = [load_resume(r, fp) for r, fp in zip(resumes, fps)]
     if all(st is not None for st in sts) and len({(st["epoch"], st["batch"], st["step"]) for st in sts}) == 1:
@@ -171,6 +172,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
         epoch, batch_idx, step = st["epoch"], st["batch"], st["step"]
         sums = {k: torch.stack([s_["sums"][k] for s_ in sts]) for k in st["sums"]}
         done_seconds, epoch_done_seconds = st.get("elapsed_seconds", 0.0), st.get("epoch_elapsed_seconds", 0.0)
+        resumed_at = [*st.get("resumed_at", []), int(step)]
         log.info("resuming from %s at epoch %d, batch %d (step %d)", ", ".join(map(str, resumes)), epoch, batch_idx, step)
     elif any(st is not None for st in sts):
         log.warning("ignoring the resume points of %s: the group's seeds stopped at different points", name)
@@ -195,7 +197,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
                 "fingerprint": fps[i], "model": seed_state(i), "opt": _opt_state(opt_sd, shapes, None if S == 1 else i),
                 "gen": trainer.gens[i].get_state(), "aug_gen": trainer.aug_gens[i].get_state(), "epoch": epoch,
                 "batch": batch_idx, "step": step, "history": history[i], "probes": probes[i],
-                "sums": {k: v[i] for k, v in sums.items()},
+                "sums": {k: v[i] for k, v in sums.items()}, "resumed_at": resumed_at,
                 "elapsed_seconds": done_seconds + now - start, "epoch_elapsed_seconds": epoch_done_seconds + now - t0})
 
     def save_models(path_of, extra):
@@ -271,6 +273,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
                           training=tcfg, data_manifest=data.manifest["sha256"], steps=step, group=seeds,
                           **({} if train_samples is None else {"train_samples": len(train_x)}),
                           train_seconds=round(done_seconds + time.time() - start, 2),
+                          resumed_at=resumed_at,
                           final=history[i][-1] if history[i] else {}, code_hash=code_hash)
         write_json(out / "run.json", meta)
         metas.append(meta)

@@ -1,6 +1,6 @@
 """Drawing helpers shared by the report notebooks (notebooks/fig*.ipynb): style, labels and colours of
-the methods and sets, saving a figure as PNG and SVG under <report>/figures/, the text-only figure of
-a figure whose runs are missing, and Grad-CAM overlays. Matplotlib only; nothing is computed here."""
+the methods and sets, saving a figure as PNG and SVG under <report>/figures/, the page of a figure whose runs are missing (a
+sentence, no image), error bars and the Claim section (labels.py, tablehtml.py), and Grad-CAM overlays."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +8,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import HTML, Markdown, display
 
-LABELS = {"raw": "RAW", "raw_gd": "RAW+GD", "adv": "ADV", "adv_gd": "ADV+GD", "alp": "ALP", "alp_gd": "ALP+GD",
-          "alp_aw": "ALP+AW", "trades": "TRADES", "aalp": "AALP"}
+from .labels import PARAMS, SETS, attack_name, method_name  # noqa: F401 (PARAMS, attack_name: for the notebooks)
+from .tablehtml import claims_html
+
 COLORS = {"raw": "tab:gray", "raw_gd": "0.6", "adv": "tab:orange", "adv_gd": "tab:brown", "alp": "tab:blue",
           "alp_gd": "tab:cyan", "alp_aw": "tab:purple", "trades": "tab:olive", "aalp": "tab:red"}
 SET_COLORS = {"consistent": "tab:blue", "inconsistent": "tab:red", "clean_wrong": "0.75"}
-SET_LABELS = {"consistent": "Consistent", "inconsistent": "Inconsistent", "clean_wrong": "clean wrong (neither set)"}
+SET_LABELS = SETS
 
 
 def style() -> None:
@@ -26,7 +28,7 @@ def style() -> None:
 
 
 def label(method: str) -> str:
-    return LABELS.get(method, method)
+    return method_name(method)
 
 
 def color(method: str) -> str:
@@ -51,13 +53,43 @@ def save(fig, report_dir: str, name: str, alt: str | None = None) -> None:
         display(Image(filename=str(png), alt=alt or name))  # alt: the item's title
 
 
-def needs_figure(report_dir: str, name: str, title: str, needs: str):
-    """A small text-only figure stating which runs `name` needs; saved like any figure."""
+def intro(title: str, profile: str, needs: str, text: str) -> None:
+    """A figure page's head: its title and the parameter set, then `text` (what the figure shows) or, for a
+    figure the set cannot draw, `needs` (one sentence: why not, and what would draw it) in its place."""
+    body = f"**Not drawn.** {needs}" if needs else text
+    display(Markdown(f"# {title}\n\nParameter set **{profile}**. {body}"))
+
+
+def figure_files_not_drawn(report_dir: str, name: str, title: str, needs: str) -> None:
+    """The figure files the pipeline declares for a figure the set cannot draw: a text-only figure saying why
+    (`needs`), written but neither shown on the page (intro says it in words) nor linked."""
     fig = plt.figure(figsize=(7, 1.1))
     fig.text(0.5, 0.62, title, ha="center", va="center", fontsize=9, weight="bold")
-    fig.text(0.5, 0.3, needs, ha="center", va="center", fontsize=8)
-    save(fig, report_dir, name, alt=f"{title}: {needs}")
-    return fig
+    fig.text(0.5, 0.3, needs, ha="center", va="center", fontsize=8, wrap=True)
+    out = Path(report_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(out / f"{name}.svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+
+
+def mean_half(df: pd.DataFrame, by: str, col: str) -> pd.DataFrame:
+    """Per value of `by`: the mean of `col` over seeds and the half-width of its 95% Student-t interval
+    ('half'; 0 with one seed): the error bars of every figure, the convention of every table."""
+    from .units import half_width
+
+    g = df.groupby(by)[col].agg(["mean", "std", "count"])
+    g["half"] = [half_width(s, n) if n > 1 else 0.0 for s, n in zip(g["std"].fillna(0.0), g["count"])]
+    return g.fillna({"half": 0.0})
+
+
+def show_claims(text: str, claims: pd.DataFrame) -> None:
+    """A figure page's Claim section: `text`, then the claims table (tablehtml.claims_html); nothing for a
+    figure without claims (one the set cannot draw)."""
+    if claims.empty:
+        return
+    display(Markdown("## Claim\n\n" + text))
+    display(HTML(claims_html(claims)))
 
 
 def image(x: np.ndarray) -> np.ndarray:
@@ -123,16 +155,3 @@ METRIC_LABELS = {"n50": "n50: features holding 50 % of the contribution",
 
 def metric_label(k: str) -> str:
     return METRIC_LABELS.get(k, k)
-
-
-def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    """Claims (dataset, method, claim, mean, std, n_seeds) as one row per dataset/method, one column per claim
-    ('mean ± std', n seeds)."""
-    if claims.empty:
-        return claims
-    c = claims.assign(value=[f"{m:.4g} ± {s:.2g}" if n > 1 else f"{m:.4g}"
-                             for m, s, n in zip(claims["mean"], claims["std"], claims["n_seeds"])])
-    wide = c.pivot(index=["dataset", "method"], columns="claim", values="value")
-    wide = wide.reindex(columns=list(dict.fromkeys(claims.claim)))
-    n = claims.groupby(["dataset", "method"])["n_seeds"].max().rename("n_seeds")
-    return wide.join(n).reindex(list(dict.fromkeys(zip(claims.dataset, claims.method))))

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import config as C
 from ..artifacts import read_json
-from ..layout import FIGURES, TABLES, run_dir
+from ..layout import FIGURES, TABLES, TITLES, run_dir
 
 REPORT_NOTEBOOKS = FIGURES + TABLES
 
@@ -148,37 +148,46 @@ def attack_columns(cfg: dict) -> list[str]:
     return out
 
 
-def _method_list(d, ms) -> str:
-    return ", ".join(f"{d}/{m}" for m in ms)
+def _names(methods) -> str:
+    from .labels import method_name
+
+    names = [method_name(m) for m in methods]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _item(name: str) -> str:
+    return TITLES[name].split(":")[0]
 
 
 def needs(cfg: dict, name: str) -> str:
-    """'' when `name` has runs to draw, else one line saying which runs it needs."""
-    datasets = list(cfg["experiments"]) or ["<dataset>"]
+    """'' when `name` has runs to draw, else one sentence for the reader: why this set cannot draw it and what
+    would."""
+    datasets = list(cfg["experiments"]) or ["this set's dataset"]
+    aalp_d = next((d for d in datasets if "aalp" in cfg["experiments"].get(d, {}).get("methods", [])), datasets[0])
     if name in SPECS:
         if models(cfg, name):
             return ""
         required = SPECS[name][0]
         best = min(datasets, key=lambda d: sum(m not in cfg["experiments"].get(d, {}).get("methods", []) for m in required))
         missing = [m for m in required if m not in cfg["experiments"].get(best, {}).get("methods", [])]
-        what = {"fig01": " (with their analysis)", "fig02": " (with their analysis)", "fig07": " (with their analysis)",
-                "fig08": " (with their analysis)"}.get(name, "")
-        return f"needs runs: {_method_list(best, missing)}{what}"
+        what = " with their feature and Grad-CAM analysis" if name in ("fig01", "fig02", "fig07", "fig08") else ""
+        return (f"This set has no {_names(missing)} runs on {best}: {_item(name)} needs {_names(required)} "
+                f"trained on one dataset{what}.")
     if name == "table3":
         if gd_pairs(cfg):
             return ""
-        return "needs runs: " + " or ".join(f"{datasets[0]}/{a} and {datasets[0]}/{b}" for a, b in GD_PAIRS)
+        return ("This set trains no method both with and without Guided Dropout: Table 3 needs RAW and RAW + GD, "
+                "ADV and ADV + GD, or ALP and ALP + GD on one dataset.")
     if name == "fig06":
         if sweep_runs(cfg):
             return ""
-        d = next((d for d in datasets if "aalp" in cfg["experiments"].get(d, {}).get("methods", [])), datasets[0])
-        return f"needs runs: {d}/aalp sweep over lambda (a `sweeps:` entry in params.yaml)"
+        return (f"This set has no λ sweep: Fig. 6 needs AALP trained on {aalp_d} at several values of λ "
+                "(a sweep in the set's parameters).")
     if name in ("fig09", "fig10"):
         if checkpoint_runs(cfg):
             return ""
-        d = next((d for d in datasets if "aalp" in cfg["experiments"].get(d, {}).get("methods", [])), datasets[0])
-        return (f"needs runs: {d}/aalp with checkpoints (training.checkpoint_runs: ['{d}/aalp'] and "
-                f"training.checkpoint_every > 0)")
+        return (f"This set keeps no training checkpoints: {_item(name)} needs AALP on {aalp_d} saved at intervals "
+                "during training (a checkpoint run in the set's parameters).")
     if name == "table2":
         return ""
     raise ValueError(name)

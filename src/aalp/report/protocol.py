@@ -58,6 +58,22 @@ def counterpart(cfg: dict, paper: dict, dataset: str) -> tuple[str | None, bool]
     return (same[0], False) if same else (None, False)
 
 
+def budget(cfg: dict, dataset: str, method: str) -> str:
+    """A method's training budget on `dataset`: '3 epochs of PGD-10, eps 0.3, step 0.075'."""
+    exp = cfg["experiments"][dataset]
+    return f"{exp['epochs']} epochs of {_attack({**exp['attack'], **cfg['methods'][method].get('attack', {})})}"
+
+
+def paper_budget(cfg: dict, dataset: str, method: str, paper: dict | None = None) -> str | None:
+    """The same budget in the paper set, on the dataset `dataset` is compared with (counterpart); None where
+    there is none or the paper set lacks the method."""
+    paper = paper_params() if paper is None else paper
+    if paper is None:
+        return None
+    d, _ = counterpart(cfg, paper, dataset)
+    return budget(paper, d, method) if d is not None and method in paper["methods"] else None
+
+
 def method_seeds(cfg: dict) -> dict[tuple[str, str], list[int]]:
     """(dataset, method) -> the seeds it runs (run_seeds where a set gives them, else the set's seeds)."""
     return {(d, m): list(C.seeds(cfg, d, m)) for d, e in cfg["experiments"].items() for m in e["methods"]}

@@ -11,7 +11,7 @@ from .. import config as C
 from ..artifacts import atomic_path
 from ..layout import TITLES
 from .maths import maths_in_html
-from .pages import page
+from .pages import item_files, item_nav, page
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,14 @@ def execute(src: Path, dst: Path, parameters: dict) -> None:
                             log_output=False)
 
 
-def notebook_page(title: str, nb) -> str:
+def notebook_page(title: str, nb, item: str | None = None, files: list[dict] | None = None) -> str:
     """An executed notebook as a report page: its outputs (code hidden), the formulas of its Markdown
-    outputs as MathML (nbconvert leaves them as `$...$` for MathJax, which a self-contained page lacks)."""
+    outputs as MathML (nbconvert leaves them as `$...$` for MathJax, which a self-contained page lacks);
+    for a report item, links to the item pages before and after it and to `files` (pages.item_files)."""
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter(template_name="basic", exclude_input=True).from_notebook_node(nb)
-    return page(title, maths_in_html(body))
+    return page(title, maths_in_html(body), nav=item_nav(item) if item else None, files=files)
 
 
 def render(notebook: str, out_dir: Path, parameters: dict) -> None:
@@ -83,5 +84,7 @@ def render(notebook: str, out_dir: Path, parameters: dict) -> None:
         execute(src, tmp_nb, parameters)
         nb = nbformat.read(tmp_nb, as_version=4)
         with atomic_path(out_dir / f"{notebook}.html") as tmp_html:
-            tmp_html.write_text(notebook_page(TITLES[notebook], nb))
+            files = item_files(notebook, out_dir, drawn=not parameters.get("needs"),
+                               written=(f"notebooks/{notebook}.ipynb",))
+            tmp_html.write_text(notebook_page(TITLES[notebook], nb, notebook, files))
     log.info("rendered %s", out_dir / f"{notebook}.html")

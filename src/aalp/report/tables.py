@@ -9,6 +9,7 @@ from .figdata import confidence_scatter, records_of
 from .gdpairs import paired_changes
 from .inputs import SETS, attack_columns, gd_pairs, load_json, metrics_path, models, seeds
 from .paper import paper_table1, paper_table2, paper_table3, paper_table4
+from .protocol import budget, paper_budget
 
 TABLE1_METRICS = {  # paper/table1_consistency.csv column -> (records column, scale)
     "clean_gt_confidence": ("clean_conf", 100.0),
@@ -97,11 +98,13 @@ def table1(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 def table4(cfg: dict, claims: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 4: the Consistent share (% of the evaluated test samples that are clean-correct and correct
     under the training attack) of ALP and AALP, mean/std over seeds, the change (AALP - ALP), the same
-    share of the clean-correct samples (metrics.json's consistent_pct_of_clean_correct), beside the paper's."""
+    share of the clean-correct samples (metrics.json's consistent_pct_of_clean_correct), beside the paper's;
+    budget and paper_budget: ALP's and AALP's training here and in the paper set (protocol.budget)."""
     if claims is None:
         _, claims = confidence_scatter(cfg)
     cols = ["dataset", "source", "model", "alp_mean", "alp_std", "alp_n_seeds", "aalp_mean", "aalp_std", "aalp_n_seeds",
-            "change", "alp_of_clean_correct", "aalp_of_clean_correct", "paper_alp", "paper_aalp", "paper_change"]
+            "change", "alp_of_clean_correct", "aalp_of_clean_correct", "paper_alp", "paper_aalp", "paper_change",
+            "budget", "paper_budget"]
     rows = []
     paper = paper_table4().set_index("source")
     for d, _ in models(cfg, "table4"):
@@ -116,13 +119,20 @@ def table4(cfg: dict, claims: pd.DataFrame | None = None) -> tuple[pd.DataFrame,
                         for f, k in (("mean", "mean"), ("std", "std"), ("n_seeds", "n_seeds"))},
                      "alp_of_clean_correct": get("alp", "consistent_pct_of_clean_correct", "mean"),
                      "aalp_of_clean_correct": get("aalp", "consistent_pct_of_clean_correct", "mean"),
-                     "paper_alp": p_alp, "paper_aalp": p_aalp, "paper_change": p_aalp - p_alp})
+                     "paper_alp": p_alp, "paper_aalp": p_aalp, "paper_change": p_aalp - p_alp,
+                     "budget": _budget(budget, cfg, d), "paper_budget": _budget(paper_budget, cfg, d)})
         rows[-1]["change"] = rows[-1]["aalp_mean"] - rows[-1]["alp_mean"]
     table = frame(rows, cols)[cols]
     for m in ("alp", "aalp"):
         table[f"{m}_n_seeds"] = table[f"{m}_n_seeds"].fillna(0).astype(int)
     keep = claims[claims.claim.isin(["consistent_pct", "consistent_pct_of_clean_correct"])] if len(claims) else claims
     return table, keep.reset_index(drop=True)
+
+
+def _budget(f, cfg: dict, d: str) -> str | None:
+    """ALP's and AALP's training budget (protocol.budget or paper_budget), one text when they agree."""
+    both = {f(cfg, d, m) for m in ("alp", "aalp")}
+    return both.pop() if len(both) == 1 else None
 
 
 def table3(cfg: dict, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

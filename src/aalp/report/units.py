@@ -9,6 +9,7 @@ import pandas as pd
 
 from .paper import paper_table1, paper_table2, paper_table3, paper_table4
 
+DIFF_POINTS = 2.0  # ours against the paper's: a Δ beyond this many points is shown in red (every page)
 UNITS = ("mean over seeds ± half-width of its 95% Student-t interval, t(0.975, n−1)·s/√n with s the standard "
          "deviation over the n seeds; n=1: one seed, no interval")
 
