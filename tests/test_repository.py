@@ -108,3 +108,28 @@ def test_every_choice_of_params_yaml_is_on_the_method_page():
                                    r"batch_size|cw_kappa|augment)\b", line))
     assert {"epochs", "batch_size", "cw_kappa"} <= keys
     assert all(k in page for k in keys), sorted(k for k in keys if k not in page)
+
+
+def test_the_repository_is_licensed_and_citable():
+    """LICENSE is MIT and pyproject.toml declares it; CITATION.cff is Citation File Format 1.2.0 with the keys
+    the format requires, points to the paper as its preferred citation, and gives the same repository address
+    as pyproject.toml's [project.urls] (the report links the one CITATION.cff gives)."""
+    import tomllib
+
+    import yaml
+
+    license_text = (REPO / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n") and "Copyright (c) 2026 the AALP reproduction authors" in license_text
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    missing = {"cff-version", "message", "title", "authors"} - set(cff)
+    assert not missing, missing
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["license"] == "MIT"
+    assert all("name" in a or "family-names" in a for a in cff["authors"])
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Adaptive Adversarial Logits Pairing" and paper["year"] == 2020
+    assert [a["family-names"] for a in paper["authors"]] == ["Wu", "Sang", "Xu", "Zheng", "Xu"]
+    assert [a["given-names"] for a in paper["authors"]] == ["Shangxi", "Jitao", "Kaiyuan", "Guanhua", "Changsheng"]
+    assert "arXiv:2005.11904" in [i["value"] for i in paper["identifiers"]]
+    assert cff["repository-code"] == project["urls"]["Repository"]
