@@ -114,6 +114,7 @@ def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
     assert not r["problems"], "\n".join(r["problems"])
     assert len(r["pages"]) == 17
     index = (reports / "index.html").read_text()
+    assert 'href="method.html#choice-methods.name.lambda"' in index and 'id="cite"' in index  # rows checked above
     deviations = index.split('id="protocol"')[1].split('id="verdicts"')[0]
     for row in ("<td>learning rate</td><td>fashion_mnist</td><td>0.001</td><td>0.0001</td>",
                 "<td>epochs</td><td>fashion_mnist</td><td>2</td><td>84</td>",
