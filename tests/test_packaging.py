@@ -53,7 +53,7 @@ def metadata(tmp_path_factory) -> dict:
             req = line.split(":", 1)[1]
             m = re.search(r"extra\s*==\s*['\"](\w+)['\"]", req)
             (extras.setdefault(m.group(1), set()) if m else runtime).add(_name(req))
-    return {"runtime": runtime, "extras": extras}
+    return {"runtime": runtime, "extras": extras, "lines": (info / "METADATA").read_text().splitlines()}
 
 
 def test_every_imported_module_is_a_declared_dependency(metadata):
@@ -67,6 +67,16 @@ def test_every_imported_module_is_a_declared_dependency(metadata):
     assert not missing, f"imported but not in [project] dependencies: {missing}"
     # the checks above cover what matters most: the engine, the workflow tools and the notebooks
     assert {"torch", "torchattacks", "pandas", "pyarrow", "snakemake", "dvc", "papermill"} <= metadata["runtime"]
+
+
+def test_the_package_declares_its_license_and_repository(metadata):
+    """The wheel's metadata says MIT (with the LICENSE file) and links the repository CITATION.cff names."""
+    import yaml
+
+    lines = metadata["lines"]
+    assert "License-Expression: MIT" in lines and "License-File: LICENSE" in lines
+    repo = yaml.safe_load((REPO / "CITATION.cff").read_text())["repository-code"]
+    assert f"Project-URL: Repository, {repo}" in lines
 
 
 def test_test_tools_are_an_extra(metadata):

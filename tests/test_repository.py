@@ -36,19 +36,42 @@ def _anchors(md: str) -> set[str]:
     return out
 
 
+DOCS = ("method", "speed")  # docs/method.md: the method; docs/speed.md: the engineering moved off it
+
+
 def test_every_link_to_the_method_page_resolves():
-    anchors = _anchors((REPO / "docs" / "method.md").read_text())
+    """Every link anywhere in the repository to a heading of docs/method.md or docs/speed.md, and every link of
+    the two pages to their own headings and to each other's, names a heading that exists."""
+    anchors = {d: _anchors((REPO / "docs" / f"{d}.md").read_text()) for d in DOCS}
     links = []
     for f in tracked_files():
-        if f.suffix in TEXT and f.is_file() and f.name != "method.md":
+        if f.suffix in TEXT and f.is_file() and not (f.parent.name == "docs" and f.stem in DOCS):
             text = f.read_text(errors="replace")
-            links += [(f.name, a) for a in re.findall(r"docs/method\.md#([\w-]+)", text)]
-            # short form after a first full link in the same sentence: "#records, #consistency-sets"
-            links += [(f.name, a) for line in text.splitlines() if "docs/method.md#" in line
-                      for a in re.findall(r"(?<![\w/.])#([a-z][\w-]+)", line)]
-    assert len(links) > 20, "the schema, params.yaml and the code point to the method page"
-    missing = sorted({f"{n} -> #{a}" for n, a in links if a not in anchors})
+            for d in DOCS:
+                links += [(f.name, d, a) for a in re.findall(rf"docs/{d}\.md#([\w-]+)", text)]
+                # short form after a first full link in the same sentence: "#records, #consistency-sets"
+                links += [(f.name, d, a) for line in text.splitlines() if f"docs/{d}.md#" in line
+                          for a in re.findall(r"(?<![\w/.])#([a-z][\w-]+)", line)]
+    assert len([x for x in links if x[1] == "method"]) > 20, "the schema, params.yaml and the code point to the method page"
+    assert any(x[1] == "speed" for x in links), "the code and the README point to the speed page"
+    for d in DOCS:  # the two pages' links to themselves and to each other
+        text = (REPO / "docs" / f"{d}.md").read_text()
+        links += [(f"{d}.md", d, a) for a in re.findall(r"\]\(#([\w-]+)\)", text)]
+        links += [(f"{d}.md", o, a) for o in DOCS for a in re.findall(rf"\]\({o}\.md#([\w-]+)\)", text)]
+    missing = sorted({f"{n} -> {d}.md#{a}" for n, d, a in links if a not in anchors[d]})
     assert not missing, missing
+
+
+def test_the_method_page_holds_the_method_only():
+    """Engineering (speed options, kernels, throughput, measurements of a machine) lives on docs/speed.md; the
+    method page speaks to a reader, not to an issue, and defines [choice] before it first uses it."""
+    page = (REPO / "docs" / "method.md").read_text()
+    for word in ("GFLOP", "FLOP/s", "MFLOP", "roofline", "images/s", "the issue", "build machine", "AVX"):
+        assert word not in page, word
+    first = page.index("[choice]")
+    assert "marks" in page[first:first + 40], page[first - 80:first + 80]
+    speed = (REPO / "docs" / "speed.md").read_text()
+    assert "## CPU kernels" in speed and "## Seed groups" in speed and "the issue" not in speed
 
 
 def test_every_schema_parameter_is_documented():
@@ -85,3 +108,28 @@ def test_every_choice_of_params_yaml_is_on_the_method_page():
                                    r"batch_size|cw_kappa|augment)\b", line))
     assert {"epochs", "batch_size", "cw_kappa"} <= keys
     assert all(k in page for k in keys), sorted(k for k in keys if k not in page)
+
+
+def test_the_repository_is_licensed_and_citable():
+    """LICENSE is MIT and pyproject.toml declares it; CITATION.cff is Citation File Format 1.2.0 with the keys
+    the format requires, points to the paper as its preferred citation, and gives the same repository address
+    as pyproject.toml's [project.urls] (the report links the one CITATION.cff gives)."""
+    import tomllib
+
+    import yaml
+
+    license_text = (REPO / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n") and "Copyright (c) 2026 the AALP reproduction authors" in license_text
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    missing = {"cff-version", "message", "title", "authors"} - set(cff)
+    assert not missing, missing
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["license"] == "MIT"
+    assert all("name" in a or "family-names" in a for a in cff["authors"])
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Adaptive Adversarial Logits Pairing" and paper["year"] == 2020
+    assert [a["family-names"] for a in paper["authors"]] == ["Wu", "Sang", "Xu", "Zheng", "Xu"]
+    assert [a["given-names"] for a in paper["authors"]] == ["Shangxi", "Jitao", "Kaiyuan", "Guanhua", "Changsheng"]
+    assert "arXiv:2005.11904" in [i["value"] for i in paper["identifiers"]]
+    assert cff["repository-code"] == project["urls"]["Repository"]

@@ -120,3 +120,42 @@ def test_the_readme_quotes_the_published_slices_and_their_numbers():
             if r.n_seeds > 1 and r.half > 0:
                 quoted = interval_text(r).split(" (")[0].replace("-", "−")  # as the front page writes it
                 assert quoted in readme, (folder.name, attack, quoted)
+
+
+ATTACK_LABELS = {"FGSM": "fgsm", "PGD-10": "pgd10", "PGD-100": "pgd100", "CW-100": "cw100", "AutoAttack": "autoattack"}
+
+
+def test_the_readme_finding_table_is_the_published_verdict_table():
+    """The README's first screen (before "## The two commands") holds the finding as a table: for each attack,
+    AALP − ALP as the front page writes it (mean ± 95% half-width, Interval.text) and the paper's gain, each equal
+    to the published verdicts.csv of the set it links first; its header's seed count and its budget line (epochs,
+    training attack, eps, λ) are that set's. A set re-published with other numbers fails here until the README
+    follows it."""
+    import re
+
+    import pandas as pd
+    import yaml
+
+    from aalp.report.verdicts import interval_text
+
+    first = (REPO / "README.md").read_text().split("## The two commands", 1)[0]
+    name = re.search(r"\]\(results/([\w-]+)/reports/index\.html\)", first)[1]
+    folder = REPO / "results" / name
+    v = pd.read_csv(folder / "reports" / "tables" / "verdicts.csv").set_index("part")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in first.splitlines()
+            if line.startswith("| ") and not line.startswith("| attack") and "---" not in line]
+    assert [r[0].split(" (")[0] for r in rows] == list(ATTACK_LABELS), rows
+    for label, ours, paper in rows:
+        r = v.loc[f"{ATTACK_LABELS[label.split(' (')[0]]} AALP − ALP"]
+        assert ours == interval_text(r).split(" (")[0].replace("-", "−"), (label, ours, interval_text(r))
+        want = "—" if pd.isna(r.paper) else f"{r.paper:+.2f}".replace("-", "−")
+        assert paper.split(" (")[0] == want, (label, paper, r.paper)
+    (n,) = {int(v.loc[f"{a} AALP − ALP"].n_seeds) for a in ATTACK_LABELS.values()}
+    assert f"{n} paired seeds" in first
+    cfg = yaml.safe_load((folder / "params.yaml").read_text())
+    (exp,) = cfg["experiments"].values()
+    attack = {**exp["attack"], **cfg["methods"]["alp"].get("attack", {})}
+    budget = " ".join(first.split())
+    for text in (f"{exp['epochs']} epochs", f"PGD-{attack['steps']} training", f"step {attack['step']}",
+                 f"eps {exp['attack']['eps']}", f"λ {cfg['methods']['alp']['lambda']}"):
+        assert text in budget, text

@@ -50,7 +50,7 @@ def _seeds(cfg, args) -> list[int]:
 
 
 def cmd_train(cfg, args):
-    """One run, or with --seeds the seeds of one (dataset, method) as one group (docs/method.md#seed-groups)."""
+    """One run, or with --seeds the seeds of one (dataset, method) as one group (docs/speed.md#seed-groups)."""
     from .core import training
 
     seeds = _seeds(cfg, args)
@@ -61,7 +61,7 @@ def cmd_train(cfg, args):
 
 
 def cmd_evaluate(cfg, args):
-    """With --seeds, the seeds as one group (docs/method.md#seed-groups)."""
+    """With --seeds, the seeds as one group (docs/speed.md#seed-groups)."""
     from .core import evaluation
 
     seeds = _seeds(cfg, args)
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "where the device has native bf16)")
     s.add_argument("--reps", type=int, default=3, help="roofline: timed calls per row, each of ours and of the minimal loop")
     s.add_argument("--before", action="store_true",
-                   help="roofline: every row also with the CPU kernels of docs/method.md#speed-options off")
+                   help="roofline: every row also with the CPU kernels of docs/speed.md#cpu-kernels off")
     s.add_argument("--threads", type=int, help="roofline: torch threads (default: torch's)")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(fn=cmd_bench)

@@ -75,11 +75,17 @@ def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
     return files
 
 
+# The maths font every page's formulas use (templates/style.css), copied into the report folder with its license
+# by the index stage (report.fonts), so that formulas render alike everywhere and offline.
+FONT_FILES = ("fonts/STIXMath-Regular.woff2", "fonts/STIXMath-OFL.txt")
+
+
 def index_outputs(out_dir: str | Path = "reports") -> list[str]:
-    """The files report_index writes: the front page, the method page it links, the verdict table and
-    claims.json (every claim, a DVC metrics file)."""
+    """The files report_index writes: the front page, the method page it links, the verdict table,
+    claims.json (every claim, a DVC metrics file) and the maths font with its license."""
     o = Path(out_dir).as_posix()
-    return [f"{o}/index.html", f"{o}/method.html", f"{o}/tables/verdicts.csv", f"{o}/claims.json"]
+    return [f"{o}/index.html", f"{o}/method.html", f"{o}/tables/verdicts.csv", f"{o}/claims.json",
+            *(f"{o}/{f}" for f in FONT_FILES)]
 
 
 def report_outputs(out_dir: str | Path = "reports") -> list[str]:
@@ -90,7 +96,8 @@ def report_outputs(out_dir: str | Path = "reports") -> list[str]:
 REPORT_OUTPUTS = report_outputs()
 
 
-REPORT_INDEX = ("reports/index.html", "reports/method.html", "reports/tables/verdicts.csv")
+REPORT_INDEX = ("reports/index.html", "reports/method.html", "reports/tables/verdicts.csv",
+                *(f"reports/{f}" for f in FONT_FILES))
 REPORT_METRICS = "reports/claims.json"
 
 

@@ -178,7 +178,7 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
 
 
 def grouped(cfg: dict) -> bool:
-    """training.group_seeds: the seeds of each (dataset, method) trained by one job (docs/method.md#seed-groups)."""
+    """training.group_seeds: the seeds of each (dataset, method) trained by one job (docs/speed.md#seed-groups)."""
     return bool(cfg["training"].get("group_seeds", False))
 
 

@@ -3,7 +3,7 @@ report is checked with it in test_e2e.py.)"""
 import struct
 import zlib
 
-from browser import check_site
+from browser import check_site, driver_or_skip
 
 
 def _png(path, w=4, h=3):
@@ -57,12 +57,13 @@ def test_the_window_is_1400_pixels_wide(tmp_path):
 
 
 def test_the_method_page_shows_formulas_not_tex(tmp_path):
-    """docs/method.md in a browser: every formula arrives as MathML, none as `$...$` or backslash commands,
-    and its tables fit the window."""
-    from aalp.report.methodpage import method_page
+    """docs/method.md in a browser, as the report writes it for the paper set (with its maths font): every
+    formula arrives as MathML, none as `$...$` or backslash commands, and its tables fit the window."""
+    from aalp import config as C
+    from aalp.report.methodpage import write_method_page
 
     (tmp_path / "index.html").write_text('<html><body><a href="method.html">method</a></body></html>')
-    (tmp_path / "method.html").write_text(method_page())
+    write_method_page(C.load(C.REPO_ROOT / "params.yaml"), tmp_path)
     r = check_site(tmp_path / "index.html", tmp_path / "s.png")
     assert not r["problems"], "\n".join(r["problems"])
     assert [p.name for p in r["pages"]] == ["index.html", "method.html"]
@@ -128,6 +129,7 @@ def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
     assert not r["problems"], "\n".join(r["problems"])
     assert len(r["pages"]) == 17
     index = (reports / "index.html").read_text()
+    assert 'href="method.html#choice-methods.name.lambda"' in index and 'id="cite"' in index  # rows checked above
     deviations = index.split('id="protocol"')[1].split('id="verdicts"')[0]
     for row in ("<td>learning rate</td><td>fashion_mnist</td><td>0.001</td><td>0.0001</td>",
                 "<td>epochs</td><td>fashion_mnist</td><td>2</td><td>84</td>",
@@ -161,3 +163,44 @@ def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
             assert re.search(r'<table class="report claims"><caption>mean ± 95% t-interval half-width over seeds, '
                              r'n = \d+ seeds</caption>', html), item
             assert "± std" not in html and "standard deviation" not in html, item
+
+
+FONT_STATE = """
+const done = arguments[arguments.length - 1];
+document.fonts.ready.then(() => {
+  const m = document.querySelector('math');
+  const faces = Array.from(document.fonts).filter(f => f.family.replace(/"/g, '') === 'STIX Math');
+  done({family: getComputedStyle(m).fontFamily, faces: faces.map(f => f.status),
+        check: document.fonts.check('16px "STIX Math"', m.textContent),
+        remote: performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('file:'))});
+});
+"""
+
+
+def test_formulas_use_the_bundled_maths_font_offline(tmp_path):
+    """The method page as the report writes it (write_method_page: method.html and fonts/): its formulas' computed
+    font is the bundled STIX Math, its face loaded from the report folder (a file: URL, nothing from the network),
+    and document.fonts.check confirms it for a formula's text. Without the fonts folder the same face fails to
+    load: the check sees the file, not a font the machine happens to have."""
+    import shutil
+
+    from aalp import config as C
+    from aalp.layout import FONT_FILES
+    from aalp.report.methodpage import write_method_page
+
+    write_method_page(C.load(C.REPO_ROOT / "results" / "mnist_cpu" / "params.yaml"), tmp_path)
+    assert all((tmp_path / f).is_file() for f in FONT_FILES)
+    driver = driver_or_skip()
+    try:
+        driver.set_script_timeout(30)
+        driver.get((tmp_path / "method.html").as_uri())
+        got = driver.execute_async_script(FONT_STATE)
+        assert got["family"].replace('"', "").startswith("STIX Math"), got
+        assert got["faces"] == ["loaded"] and got["check"] and got["remote"] == [], got
+        bare = tmp_path / "bare"  # the same page in a folder without fonts/ (another URL: no cached face)
+        bare.mkdir()
+        shutil.copy(tmp_path / "method.html", bare)
+        driver.get((bare / "method.html").as_uri())
+        assert driver.execute_async_script(FONT_STATE)["faces"] == ["error"]
+    finally:
+        driver.quit()

@@ -120,3 +120,80 @@ def test_the_front_page_counts_the_seeds_each_method_has_not_the_sets():
     text = seeds_text(C.only_runs(cfg, keep))
     assert text.startswith("1–2 seeds per method (RAW 2 (0, 1); ADV 2 (0, 1); ALP 1 (0);"), text
     assert "ALP + GD 1 (0)" in text and text.endswith("AALP 1 (0))")
+
+
+# ----------------------------------------------------------------------------- the method page's choices
+def _method_rows(page: str) -> dict[str, list[str]]:
+    """The table of choices on a rendered method page: row id -> its cells' HTML."""
+    import re
+
+    table = page.split('id="choices-the-paper-leaves-open"')[1].split("</table>")[0]
+    return {m[1]: re.findall(r"<td>(.*?)</td>", m[2], re.S)
+            for m in re.finditer(r'<tr id="([^"]+)">(.*?)</tr>', table, re.S)}
+
+
+def test_every_choice_has_its_own_row_and_the_sets_value_beside_the_default():
+    """Each parameter of the table of choices is an id on the method page (a row, or an anchor in a row naming
+    two), the front page's list gives each its row, and with a set the row shows that set's value right after
+    the paper set's default (a changed value shows, an unchanged one too)."""
+    import copy
+    import re
+
+    from aalp.report.methodpage import _value, choice_id, choices, method_page
+
+    cfg = copy.deepcopy(_paper())
+    cfg["profile"] = "probe"
+    cfg["experiments"]["mnist"]["epochs"] = 7
+    cfg["methods"]["alp"]["lambda"] = 0.25
+    page = method_page(cfg)
+    rows = _method_rows(page)
+    listed = choices(cfg)
+    assert len(listed) > 25 and len({r for _, _, r in listed}) == len(listed)
+    ids = re.findall(r'id="(choice-[^"]+)"', page)
+    assert sorted(ids) == sorted(r for _, _, r in listed) and len(set(ids)) == len(ids)
+    assert choice_id("methods.<name>.lambda") == "choice-methods.name.lambda"
+    epochs = rows["choice-experiments.dataset.epochs"]
+    assert epochs[1] == "MNIST 84, SVHN 30, CIFAR-10 100" and epochs[2] == html.escape(_value(cfg, "experiments.<dataset>.epochs"))
+    assert "7 (mnist)" in epochs[2]
+    lam = rows["choice-methods.name.lambda"]
+    assert "0.25 (alp)" in lam[2] and "0.5 (" in lam[2]
+    assert "<th>this set (<code>probe</code>)</th>" in page
+    # the paper set's own value is its default; without a set the page has no such column
+    plain = method_page()
+    assert "<th>this set" not in plain and len(_method_rows(plain)["choice-experiments.dataset.epochs"]) == 3
+
+
+def test_the_method_page_links_the_speed_page_and_the_repository_by_address():
+    """docs/speed.md is not part of the report: the method page's links to it go to the repository."""
+    from aalp.report.cite import repository_url
+    from aalp.report.methodpage import method_page
+
+    page = method_page()
+    assert 'href="speed.md' not in page and f'href="{repository_url()}/blob/main/docs/speed.md#speed-options"' in page
+    assert f'<a href="{repository_url()}">the repository</a>' in page
+
+
+# ----------------------------------------------------------------------------- how to cite
+def test_the_papers_bibtex_comes_from_citation_cff():
+    from aalp.report import cite
+
+    bib = cite.paper_bibtex()
+    assert bib.startswith("@article{wu2020adaptive,\n") and bib.endswith("\n}")
+    assert "{Wu, Shangxi and Sang, Jitao and Xu, Kaiyuan and Zheng, Guanhua and Xu, Changsheng}" in bib
+    assert "{Adaptive Adversarial Logits Pairing}" in bib and "{2020}" in bib and "{2005.11904}" in bib
+    assert bib.count("{") == bib.count("}")
+    ref = cite.citation()["preferred-citation"]
+    assert ref["title"] in bib and str(ref["year"]) in bib  # read from the file, not written here
+
+
+def test_the_reproductions_citation_names_its_title_license_and_address():
+    from aalp.report import cite
+
+    c = cite.citation()
+    line = cite.reproduction_citation()
+    assert c["title"] in line and "MIT license" in line and line.endswith(c["repository-code"])
+    bib = cite.reproduction_bibtex()
+    assert bib.startswith("@software{") and c["repository-code"] in bib and bib.count("{") == bib.count("}")
+    assert "{{the AALP reproduction authors}}" in bib  # an entity: one name, not "authors, the AALP reproduction"
+    block = cite.cite_block()
+    assert block["paper"] == cite.paper_bibtex() and block["repository"] == c["repository-code"]

@@ -2,7 +2,7 @@
 a tile per figure and table, and where every number came from; with it the method page and claims.json.
 This is what the pipeline's `report` stage runs (`python -m aalp report --index`).
 
-Self-contained: relative links only, images are the files under figures/, no scripts, no fonts, nothing
+Self-contained: relative links only, images are the files under figures/, no scripts, one bundled maths font (fonts/), nothing
 fetched from the network; the method page is rendered next to it (method.html) so that the [choice] links
 work when the folder is zipped and opened elsewhere. The HTML is templates/index.html.j2; this module
 only gathers what it shows.
@@ -24,7 +24,8 @@ from ..layout import CLAIMS, REPORT_ITEMS, TITLES, fingerprint, index_outputs, r
 from . import stats as S
 from .claims import claims_dict, per_seed
 from .inputs import REPORT_NOTEBOOKS, needs as item_needs
-from .methodpage import choices, method_page
+from .cite import cite_block
+from .methodpage import choices, write_method_page
 from .pages import render_template
 from .protocol import deviations, method_seeds
 from .units import UNITS, metric_label, no_paper_text, sample_counts
@@ -249,11 +250,10 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
         datasets=[{"name": d, "model": e["model"], "n_methods": len(e["methods"])} for d, e in cfg["experiments"].items()],
         deviations=deviations(cfg), verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir),
         fig05_note=FIG05_NOTE,
-        tiles=tiles(table, needs), runs=runs(cfg), choices=choices(cfg), packages=versions())
+        tiles=tiles(table, needs), runs=runs(cfg), choices=choices(cfg), packages=versions(), cite=cite_block())
     with atomic_path(out_dir / "tables" / "verdicts.csv") as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "method.html") as tmp:
-        tmp.write_text(method_page())
+    write_method_page(cfg, out_dir)
     with atomic_path(out_dir / "index.html") as tmp:
         tmp.write_text(html)
     return table

@@ -14,7 +14,7 @@ device's measured peak, on the paper's LeNet shape (1x28x28, batch 50, eps 0.3, 
   minimal hand-written loop doing the same work with plain PyTorch on the same model, timed in the same
   run, interleaved step by step with ours (so load on the machine hits both alike): ours/minimal is the
   ratio of their images/s.
-- `--before` adds every row once more with the CPU kernels of docs/method.md#speed-options switched off
+- `--before` adds every row once more with the CPU kernels of docs/speed.md#cpu-kernels switched off
   (PyTorch's own one-channel convolution input gradient, nn.Flatten, per-iteration bf16 weight casts).
 
 Random tensors of the right shape are enough: speed does not depend on the data.
@@ -159,7 +159,7 @@ def _with_kernels(fn, enabled: bool):
 
 @contextlib.contextmanager
 def kernels(enabled: bool):
-    """The CPU kernels of docs/method.md#speed-options on (the default) or off (PyTorch's own)."""
+    """The CPU kernels of docs/speed.md#cpu-kernels on (the default) or off (PyTorch's own)."""
     old = (models.FOLD_INPUT_GRAD, models.KEEP_CHANNELS_LAST, A.PRECAST_BF16)
     models.FOLD_INPUT_GRAD = models.KEEP_CHANNELS_LAST = A.PRECAST_BF16 = enabled
     try:

@@ -8,7 +8,7 @@ For each shape (LeNet 1x28x28 batch 50 PGD-40, ResNet9 3x32x32 batch 128 PGD-10,
 - our PGD against torchattacks' PGD on the same model and batch;
 - the concurrency curve: aggregate training images/s of 1, 2, 4, ... ADV jobs run side by side as separate
   processes (what Snakemake does with `--resources gpu=N`);
-- the group rows: the ALP step of S seeds trained as one group (docs/method.md#seed-groups) against the same
+- the group rows: the ALP step of S seeds trained as one group (docs/speed.md#seed-groups) against the same
   S seeds stepped one after another in this process, aggregate images/s and achieved TFLOP/s (FLOPs counted as
   `bench roofline` counts them) against the device's measured float32 matmul peak.
 

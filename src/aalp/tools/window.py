@@ -4,7 +4,7 @@ set as fits in a short GPU window, on a machine with PyTorch and this repository
 1. `bench speed` (LeNet, 5 steps, groups of 1 and 5) into OUT_DIR/speed.json, SPEED_S seconds at most (SPEED=0: none).
 2. The runs that PUBLISHED_DIR/manifest.json does not list and WORK_DIR does not hold finished (every output that
    Snakemake's rule of their train, evaluate and, where the set analyses them, analyze stage declares), one (dataset,
-   method) at a time as a seed group (docs/method.md#seed-groups) ordered by `order` and sized by `next_group`:
+   method) at a time as a seed group (docs/speed.md#seed-groups) ordered by `order` and sized by `next_group`:
    `train --seeds`, `evaluate --seeds`, `analyze --seeds` for the group's seeds that lack each, each a subprocess that
    gets SIGTERM at the deadline (training saves its resume points; an evaluation keeps its last batch's), so that a
    next call on the same WORK_DIR goes on where this one stopped and redoes nothing finished.
@@ -55,7 +55,7 @@ class Todo:
 def estimate(t: Todo, seeds, overhead: float = OVERHEAD_S) -> float:
     """Seconds of a group of `seeds`: a process start per stage any of them lacks, plus each seed's stages. Training S
     seeds as one group counts as S single trainings, an upper bound (a GPU steps a group faster than its seeds one by
-    one: docs/method.md#seed-groups); evaluate and analyze take the seeds in turn, S times one run indeed."""
+    one: docs/speed.md#seed-groups); evaluate and analyze take the seeds in turn, S times one run indeed."""
     stages = {st for s in seeds for st in t.cost[s]}
     return overhead * len(stages) + sum(v for s in seeds for v in t.cost[s].values())
 
