@@ -53,6 +53,7 @@ def run_dir(dataset: str, method: str, seed: int) -> Path:
 
 
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
+TABLE2_EXTRA = ("table2_checks", "autoattack_subset")  # the Table 2 item's other tables (report/masking.py)
 
 
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
@@ -67,7 +68,7 @@ def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
     if name in FIGURES:
         files += [f"{o}/figures/{name}.{ext}" for ext in ("png", "svg")]
     if name in TABLES:
-        files += [f"{o}/tables/{name}.csv"] + ([f"{o}/tables/table2_checks.csv"] if name == "table2" else [])
+        files += [f"{o}/tables/{name}.csv"] + ([f"{o}/tables/{t}.csv" for t in TABLE2_EXTRA] if name == "table2" else [])
     if name in CLAIMS:
         files.append(f"{o}/claims/{name}.csv")
     if name in DATA:
@@ -102,9 +103,12 @@ REPORT_METRICS = "reports/claims.json"
 
 
 def run_files(cfg: dict) -> list[str]:
-    """Each run's provenance files that the front page reads (run.json, eval/eval.json): index-stage inputs."""
-    return [p.as_posix() for d, m, s in C.runs(cfg) for p in (run_dir(d, m, s) / "run.json",
-                                                               run_dir(d, m, s) / "eval" / "eval.json")]
+    """Each run's provenance files that the front page reads (run.json, eval/eval.json, history.csv for resumed
+    runs' epoch times, and analysis/summary.json of the analysed runs, the main matrix): index-stage inputs."""
+    analysed = set(C.runs(cfg, sweeps=False))
+    return [p.as_posix() for d, m, s in C.runs(cfg)
+            for p in (run_dir(d, m, s) / "run.json", run_dir(d, m, s) / "eval" / "eval.json", run_dir(d, m, s) / "history.csv",
+                      *([run_dir(d, m, s) / "analysis" / "summary.json"] if (d, m, s) in analysed else []))]
 
 
 def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import config as C, deps
-from .layout import (CLAIMS, REPORT_INDEX, REPORT_ITEMS, REPORT_METRICS, RUN, fingerprint, item_caption,  # noqa: F401
+from .layout import (CLAIMS, TABLE2_EXTRA, REPORT_INDEX, REPORT_ITEMS, REPORT_METRICS, RUN, fingerprint, item_caption,  # noqa: F401
                      item_outputs, item_title, run_dir, run_files, stage_params)
 from .report.inputs import item_inputs as _item_inputs
 
@@ -53,7 +53,7 @@ def index_inputs(cfg: dict) -> list[str]:
     """What the front page reads: every item's claims and page (so it is written after them), Table 2 and
     its checks, and each run's provenance (run.json, eval.json)."""
     return ([f"reports/claims/{n}.csv" for n in CLAIMS] + [f"reports/{nb}.html" for nb in notebooks()]
-            + ["reports/tables/table2.csv", "reports/tables/table2_checks.csv"] + run_files(cfg))
+            + ["reports/tables/table2.csv", *(f"reports/tables/{t}.csv" for t in TABLE2_EXTRA)] + run_files(cfg))
 
 
 @dataclass(frozen=True)

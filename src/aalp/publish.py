@@ -216,18 +216,34 @@ def rerender(cfg: dict, src: str | Path, dest: str | Path) -> dict:
     """`publish DEST --rerender`: rebuild the report of the set published in dest with today's report code,
     from the run files dest holds (none added, none changed), and rewrite its manifest. Restyling a figure or
     rewording a page of published results never reruns a model. Errors (ConfigError, one line, nothing
-    touched): dest holds no published set; src's params.yaml differs from dest's."""
+    touched): dest holds no published set; src's params.yaml differs from dest's in a parameter (a new
+    description or new comments are taken: _same_but_words)."""
     src, dest = Path(src), Path(dest)
     if not (dest / "manifest.json").is_file():
         raise C.ConfigError(f"publish --rerender: {dest} holds no published set (no manifest.json)")
     old = read_json(dest / "manifest.json")
-    if _sha256(src / "params.yaml") != old["params_sha256"]:
+    reworded = _sha256(src / "params.yaml") != old["params_sha256"]
+    if reworded and not _same_but_words(src / "params.yaml", dest / "params.yaml"):
         raise C.ConfigError(f"publish --rerender: this set's params.yaml differs from the one published in {dest}; "
                             "run it from the published set's own folder")
     tmp = dest.with_name(dest.name + ".publishing")
     shutil.rmtree(tmp, ignore_errors=True)
-    _copy(dest, [f for f in old["files"] if not f.startswith("reports/")], tmp)
+    _copy(dest, [f for f in old["files"] if not f.startswith("reports/") and not (reworded and f == "params.yaml")], tmp)
+    if reworded:  # only the words changed (description, comments): the published set takes them
+        _copy(src, ["params.yaml"], tmp)
     return _report_and_swap(cfg, tmp, dest, old.get("code_hash"), old["rebuild"])
+
+
+def _same_but_words(a: Path, b: Path) -> bool:
+    """Two params.yaml files that set every parameter alike and differ at most in `description` and comments,
+    which no stage reads: a rerender may reword a published set's description."""
+    import yaml
+
+    def params(p):
+        d = yaml.safe_load(Path(p).read_text()) or {}
+        d.pop("description", None)
+        return d
+    return params(a) == params(b)
 
 
 def publish(cfg: dict, src: str | Path, dest: str | Path, limit_mb: float = LIMIT_MB, add: bool = False,

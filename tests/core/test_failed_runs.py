@@ -140,7 +140,7 @@ def test_a_constant_classifier_is_flagged_and_the_trained_model_it_came_from_is_
     on_disk = json.loads((rd / "eval" / "metrics.json").read_text())["checks"]
     assert on_disk["clean_at_chance"] is False and on_disk["predictions_one_class"] is False
     from aalp.report.tables import sanity_table
-    assert not sanity_table(cfg).query("check in ['clean_at_chance', 'predictions_one_class']").fired.astype(bool).any()
+    assert not sanity_table(cfg)[0].query("check in ['clean_at_chance', 'predictions_one_class']").fired.astype(bool).any()
 
     def constant(m):  # logits = bias: class 3 for every input
         m.classifier.weight.zero_()
@@ -212,15 +212,18 @@ def test_a_corrupt_model_is_one_line_from_every_command_that_reads_it(trained, t
 
 
 def test_the_front_page_lists_collapsed_runs_apart_from_the_masking_warnings():
-    from aalp.report.frontpage import fired_lists
+    from aalp.report.masking import check_rows, fired_lists
 
     cfg = {"experiments": {"toy": {"attack": {"eps": 0.3, "step": 0.01}}}}
-    t2 = pd.DataFrame(columns=["dataset", "method", "metric"])
-    fired = pd.DataFrame({"dataset": ["toy"] * 3, "method": ["adv", "adv", "raw"], "seed": [0, 0, 1],
-                          "check": ["clean_at_chance", "predictions_one_class", "fgsm_far_above_pgd"]})
-    out = fired_lists(cfg, t2, fired)
+    shares = {"chance_pct": 11.35, "top_prediction": 1, "top_prediction_pct": 100.0, "top_prediction_label_pct": 11.35}
+    adv = {"accuracy": {"clean": 11.35, "fgsm": 11.35, "pgd10": 11.35}, "class_shares": shares,
+           "checks": {"clean_at_chance": True, "predictions_one_class": True, "pgd_above_fgsm": False}}
+    raw = {"accuracy": {"clean": 98.0, "fgsm": 60.0, "pgd10": 2.0}, "checks": {"fgsm_far_above_pgd": True}}
+    out = fired_lists(pd.DataFrame(check_rows(cfg, "toy", "adv", 0, adv, {}) + check_rows(cfg, "toy", "raw", 1, raw, {})))
     assert out["collapsed"] == ["toy/adv seed 0: clean accuracy at or under chance (a collapsed model: every attack "
-                                "leaves the same)", "toy/adv seed 0: clean predictions concentrated on one class "
-                                "(a collapsed model?)"]
-    assert out["warn"] == ["toy/raw seed 1: FGSM accuracy far above PGD (catastrophic overfitting?)"]
+                                "leaves the same): clean 11.3 against chance 11.3",
+                                "toy/adv seed 0: clean predictions concentrated on one class (a collapsed model?): "
+                                "class 1 takes 100.0% of the predictions and 11.3% of the labels"]
+    assert out["warn"] == ["toy/raw seed 1: FGSM accuracy far above PGD (catastrophic overfitting?): FGSM 60.0 against "
+                           "PGD-10 2.0"]
     assert out["explained"] == []

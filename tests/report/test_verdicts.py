@@ -235,49 +235,6 @@ def test_the_provenance_table_names_the_accelerator():
     assert device_text({"device": "cpu", "device_name": "cpu"}) == "cpu" == device_text({"device": "cpu"})
 
 
-def test_a_short_pgd_above_fgsm_is_explained_and_a_full_length_one_is_not():
-    """pgd_above_fgsm on the paper's MNIST evaluation (eps 0.3, step 0.01): PGD-10 and PGD-20 reach at most
-    0.1 and 0.2 from their random start, so staying above FGSM is no sign of masking and the front page says
-    so; when PGD-40 (reach 0.4 >= eps) is above FGSM too, or for another flag, nothing is added."""
-    from collections import namedtuple
-
-    from aalp.report.frontpage import short_pgd_note
-
-    cfg = {"experiments": {"toy": {"attack": {"eps": 0.3, "step": 0.01}}}}
-    acc = {"fgsm": [2.0, 1.0], "pgd10": [38.2, 27.9], "pgd20": [0.9, 1.5], "pgd40": [0.0, 0.0]}
-    rows = [{"dataset": "toy", "method": "raw", "claim": m, "seed": s, "value": v}
-            for m, vs in acc.items() for s, v in zip((0, 1), vs)]
-    t2 = claims_frame(rows).rename(columns={"claim": "metric"})
-    Flag = namedtuple("Flag", "dataset method seed check")
-    note = short_pgd_note(cfg, t2, Flag("toy", "raw", 0, "pgd_above_fgsm"))
-    assert note.startswith(" (PGD-10 38.2 against FGSM 2.0)") and "at most 0.1 " in note and "eps 0.3" in note
-    note1 = short_pgd_note(cfg, t2, Flag("toy", "raw", 1, "pgd_above_fgsm"))  # seed 1: PGD-20 above FGSM too
-    assert note1.startswith(" (PGD-10 27.9, PGD-20 1.5 against FGSM 1.0)") and "at most 0.2 " in note1
-    assert short_pgd_note(cfg, t2, Flag("toy", "raw", 0, "pgd_far_above_cw")) == ""
-    far = claims_frame([{**r, "value": 5.0} if r["claim"] == "pgd40" else r for r in rows]).rename(
-        columns={"claim": "metric"})  # PGD-40 reaches eps and still leaves more than FGSM: unexplained
-    assert short_pgd_note(cfg, far, Flag("toy", "raw", 0, "pgd_above_fgsm")) == ""
-
-
-def test_fired_checks_split_into_warnings_and_explained_ones():
-    """The front page lists the checks that point to masking and folds away those short_pgd_note explains: a
-    short PGD above FGSM is explained, PGD far above AutoAttack and a full-length PGD above FGSM are warnings."""
-    from aalp.report.frontpage import fired_lists
-
-    cfg = {"experiments": {"toy": {"attack": {"eps": 0.3, "step": 0.01}}}}
-    acc = {"fgsm": [2.0, 2.0], "pgd10": [38.2, 38.2], "pgd40": [0.0, 5.0]}
-    rows = [{"dataset": "toy", "method": "raw", "claim": m, "seed": s, "value": v}
-            for m, vs in acc.items() for s, v in zip((0, 1), vs)]
-    t2 = claims_frame(rows).rename(columns={"claim": "metric"})
-    fired = pd.DataFrame({"dataset": ["toy"] * 3, "method": ["raw"] * 3, "seed": [0, 1, 0],
-                          "check": ["pgd_above_fgsm", "pgd_above_fgsm", "pgd_far_above_autoattack"]})
-    out = fired_lists(cfg, t2, fired)
-    assert [s.split(":")[0] for s in out["explained"]] == ["toy/raw seed 0"]
-    assert "not a sign of masking" in out["explained"][0]
-    assert out["warn"] == ["toy/raw seed 1: PGD accuracy above FGSM",
-                           "toy/raw seed 0: PGD accuracy far above AutoAttack (gradient masking?)"]
-
-
 # ----------------------------------------------------------------------------- claim_verdict on its own
 def parts_of(*rows):
     """A claim's parts on one dataset as verdicts() groups them: one (part_verdict, counted) pair per part."""

@@ -19,32 +19,23 @@ import pandas as pd
 
 from .. import config as C
 from ..artifacts import atomic_path, read_json
-from ..core.checks import COLLAPSE_FLAGS
 from ..layout import CLAIMS, REPORT_ITEMS, TITLES, fingerprint, index_outputs, run_dir
 from . import stats as S
-from .claims import claims_dict, per_seed
+from .claims import claims_dict
+from .finding import finding_section
+from .indextable2 import table2_section
 from .inputs import REPORT_NOTEBOOKS, needs as item_needs
 from .cite import cite_block
 from .methodpage import choices, write_method_page
 from .pages import render_template
 from .protocol import deviations, method_seeds
-from .units import UNITS, metric_label, no_paper_text, sample_counts
+from .resumed import resumed_runs
 from .scope import scope, undecided
 from .verdicts import ACCURACY_MARGIN, MIN_SLOPE_EPOCHS, interval_text, missing_claims, resolution, verdicts
 
 RESOURCES = ["src/aalp/report/templates/index.html.j2"]
 PACKAGES = ["torch", "torchvision", "torchattacks", "captum", "numpy", "pandas", "scipy", "matplotlib", "papermill",
             "snakemake", "dvc"]
-FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd": "AutoAttack accuracy above PGD",
-             "cw_steps_increase": "CW accuracy rises with more steps", "pgd_steps_increase": "PGD accuracy rises with more steps",
-             "pgd_far_above_cw": "PGD accuracy far above CW (CE gradients masked?)",
-             "fgsm_far_above_cw": "FGSM accuracy far above CW (CE gradients masked?)",
-             "pgd_far_above_autoattack": "PGD accuracy far above AutoAttack (gradient masking?)",
-             "fgsm_far_above_autoattack": "FGSM accuracy far above AutoAttack (gradient masking?)",
-             "fgsm_far_above_pgd": "FGSM accuracy far above PGD (catastrophic overfitting?)",
-             "clean_at_chance": "clean accuracy at or under chance (a collapsed model: every attack leaves the same)",
-             "predictions_one_class": "clean predictions concentrated on one class (a collapsed model?)"}
-DIFF_POINTS = 2.0  # Table 2: ours against the paper's, highlighted beyond this many points
 FIG05_NOTE = ("Fig. 5 (the method's diagram) is not reproduced: it is a schematic of the training step, not data; "
               "docs/method.md states the same method as equations.")
 VERDICT_CLASS = {S.HOLDS: "holds", S.FAILS: "fails", S.INCONCLUSIVE: "inconclusive", S.EQUIVALENT: "equivalent",
@@ -95,94 +86,13 @@ def verdict_section(cfg: dict, table: pd.DataFrame, needs: dict[str, str]) -> di
             "margin": f"{ACCURACY_MARGIN:g}", "min_slope_epochs": MIN_SLOPE_EPOCHS}
 
 
-def table2_section(cfg: dict, out_dir: Path) -> dict:
-    """Table 2, one block of rows per dataset: each cell the mean ± 95% t half-width over seeds (n per row,
-    or per cell where a row's cells differ), the paper's number and the difference; the sample count in the
-    heading of a column measured on fewer samples (AutoAttack); the sentence that replaces the paper's
-    numbers on a dataset the paper did not use; and the gradient-masking checks that fired."""
-    t = pd.read_csv(out_dir / "tables" / "table2.csv")
-    checks = pd.read_csv(out_dir / "tables" / "table2_checks.csv")
-    metrics = [m for m in ["clean", *cfg["evaluation"]["attacks"]] if m in set(t.metric)]
-    t = t[t.metric.isin(metrics)]
-    counts = sample_counts(t)
-    datasets = []
-    for d, gd in t.groupby("dataset", sort=False):
-        rows = []
-        for m, g in gd.groupby("method", sort=False):
-            cells, ns = [], set()
-            for metric in metrics:
-                r = g[g.metric == metric]
-                if r.empty:
-                    cells.append(None)
-                    continue
-                r = r.iloc[0]
-                iv = S.t_interval(list(per_seed(r).values()))
-                ns.add(iv.n)
-                cell = {"ours": f"{iv.mean:.2f} ± {iv.half:.2f}" if iv.n > 1 else f"{iv.mean:.2f}", "n": iv.n,
-                        "paper": None}
-                paper = r["paper"]
-                if isinstance(paper, float) and not math.isnan(paper):
-                    delta = iv.mean - paper
-                    cell.update(paper=f"{paper:.2f}", delta=f"{delta:+.2f}".replace("-", "−"),
-                                far=abs(delta) > DIFF_POINTS)
-                cells.append(cell)
-            rows.append({"method": m, "n": ns.pop() if len(ns) == 1 else None, "cells": cells})
-        source = gd.source.iloc[0]
-        has_paper = gd.paper.notna().any()
-        datasets.append({"name": d, "source": source, "model": gd.model.iloc[0], "rows": rows,
-                         "no_paper": None if has_paper else no_paper_text(d, source, "table2")})
-    fired = checks[checks.fired.astype(bool)] if len(checks) else checks
-    return {"metrics": [metric_label(m, counts) for m in metrics], "datasets": datasets, "units": UNITS,
-            "diff_points": f"{DIFF_POINTS:g}", "n_checks": len(checks),
-            **fired_lists(cfg, t, fired)}
-
-
-def fired_lists(cfg: dict, table2: pd.DataFrame, fired: pd.DataFrame) -> dict[str, list[str]]:
-    """The fired checks, one line per run and check, split in three: 'collapsed', the collapse checks (a model
-    that predicts one class, whose accuracies measure no robustness); 'warn', the checks that point to a weak
-    attack, masked gradients or catastrophic overfitting; and 'explained', those short_pgd_note explains (no sign
-    of masking), which the page folds away so that the warnings are not lost among them."""
-    out = {"warn": [], "explained": [], "collapsed": []}
-    for r in fired.itertuples():
-        note = short_pgd_note(cfg, table2, r)
-        kind = "collapsed" if r.check in COLLAPSE_FLAGS else "explained" if note else "warn"
-        out[kind].append(f"{r.dataset}/{r.method} seed {r.seed}: {FLAG_TEXT.get(r.check, r.check)}{note}")
-    return out
-
-
-def short_pgd_note(cfg: dict, table2: pd.DataFrame, flag) -> str:
-    """For a fired pgd_above_fgsm whose PGD-k above FGSM all travel less than eps (k · step < eps, the
-    evaluation's step): why that is no sign of masking. PGD-k moves at most k · step from its random start,
-    while FGSM's one step puts every pixel at ±eps, so a short PGD can leave more accuracy than FGSM on a
-    model that large perturbations break. '' otherwise."""
-    if flag.check != "pgd_above_fgsm":
-        return ""
-    att = cfg["experiments"][flag.dataset]["attack"]
-    eps, step = float(att["eps"]), float(att["step"])
-    g = table2[(table2.dataset == flag.dataset) & (table2.method == flag.method)]
-
-    def acc(metric):
-        r = g[g.metric == metric]
-        return per_seed(r.iloc[0]).get(int(flag.seed)) if len(r) else None
-
-    fgsm = acc("fgsm")
-    above = [(m, int(m[3:]), a) for m in g.metric.unique() if m.startswith("pgd") and m[3:].isdigit()
-             for a in [acc(m)] if a is not None and fgsm is not None and a > fgsm]
-    if not above or any(k * step >= eps for _, k, _ in above):
-        return ""
-    which = ", ".join(f"PGD-{k} {a:.1f}" for _, k, a in above)
-    reach = max(k for _, k, _ in above) * step
-    return (f" ({which} against FGSM {fgsm:.1f}): these travel at most {reach:g} from their random start at step "
-            f"{step:g}, less than eps {eps:g}, while FGSM's one step moves every pixel by eps; not a sign of masking")
-
-
 def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
     """One tile per figure and table: its title, thumbnail and the numbers that decide its claim."""
     out = []
     for item in REPORT_ITEMS:
         rows = table[table["item"] == item] if len(table) else table
         decisive = "; ".join(f"{r.dataset}: {r.part} = {interval_text(r._asdict())}" for r in rows.itertuples(index=False))
-        out.append({"item": item, "title": TITLES[item], "figure": item.startswith("fig"),
+        out.append({"item": item, "title": TITLES[item], "figure": item.startswith("fig") and not needs.get(item),
                     "note": needs.get(item) or decisive})
     return out
 
@@ -218,15 +128,48 @@ def device_text(run: dict) -> str:
 def runs(cfg: dict) -> list[dict]:
     """The provenance of every run: code version, a fingerprint of its training params, device, wall times."""
     out = []
+    analysed = set(C.runs(cfg, sweeps=False))
+    resumed = resumed_runs(cfg)
     for d, m, s in C.runs(cfg):
         rd = run_dir(d, m, s)
         run = read_json(rd / "run.json")
         ev = read_json(rd / "eval" / "eval.json")
+        an = rd / "analysis" / "summary.json"
         out.append({"dataset": d, "method": m, "seed": s, "code_version": run["code_version"],
                     "fingerprint": hashlib.sha256(fingerprint(cfg, "train", d, m).encode()).hexdigest()[:12],
                     "device": device_text(run), "train_seconds": run["train_seconds"],
-                    "attack_seconds": sum(ev["attack_seconds"].values())})
+                    "attack_seconds": sum(ev["attack_seconds"].values()), "resumed": resumed.get((d, m, s), ""),
+                    "hashes": {"train": run.get("code_hash"), "evaluate": ev.get("code_hash"),
+                               "analyze": read_json(an).get("code_hash") if (d, m, s) in analysed else None}})
     return out
+
+
+STAGE_NAMES = {"train": "training", "evaluate": "evaluation", "analyze": "analysis"}
+
+
+def code_summary(rows: list[dict]) -> dict:
+    """What makes the runs one set: per stage, the code hashes its runs recorded (a digest of the source files
+    the stage imports) with their run counts; and how many git commits, and dirty ones, the runs came from."""
+    stages = []
+    for stage, name in STAGE_NAMES.items():
+        hashes = pd.Series([r["hashes"][stage] for r in rows if r["hashes"].get(stage)], dtype=object)
+        if len(hashes):
+            stages.append({"stage": name, "n": len(hashes),
+                           "hashes": [{"hash": h, "runs": int(c)} for h, c in hashes.value_counts().items()]})
+    commits = {r["code_version"] for r in rows}
+    return {"stages": stages, "runs": len(rows), "commits": len(commits),
+            "dirty": sum(c.endswith("+dirty") for c in commits),
+            "devices": [{"device": dv, "runs": int(c)} for dv, c in
+                        pd.Series([r["device"] for r in rows], dtype=object).value_counts().items()]}
+
+
+def rendered() -> dict:
+    """When (UTC, to the minute) and from which code version this report was rendered."""
+    import datetime as dt
+
+    from ..artifacts import code_version
+
+    return {"when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": code_version()}
 
 
 def versions() -> str:
@@ -244,13 +187,17 @@ def write_index(cfg: dict, out_dir: Path, needs: dict[str, str]) -> pd.DataFrame
     """Write index.html, method.html and tables/verdicts.csv; return the verdict table."""
     out_dir = Path(out_dir)
     table = verdicts(cfg, out_dir)
+    provenance = runs(cfg)
     html = render_template(
         "index.html.j2", title=f"AALP report ({cfg['profile']})", back=False, profile=cfg["profile"],
         description=cfg.get("description"), seeds=seeds_text(cfg),
         datasets=[{"name": d, "model": e["model"], "n_methods": len(e["methods"])} for d, e in cfg["experiments"].items()],
         deviations=deviations(cfg), verdicts=verdict_section(cfg, table, needs), table2=table2_section(cfg, out_dir),
         fig05_note=FIG05_NOTE,
-        tiles=tiles(table, needs), runs=runs(cfg), choices=choices(cfg), packages=versions(), cite=cite_block())
+        tiles=tiles(table, needs), runs=provenance, code=code_summary(provenance), rendered=rendered(),
+        findings=finding_section(cfg, table, pd.read_csv(out_dir / "tables" / "table2.csv"),
+                                 pd.read_csv(out_dir / "tables" / "autoattack_subset.csv")),
+        choices=choices(cfg), packages=versions(), cite=cite_block())
     with atomic_path(out_dir / "tables" / "verdicts.csv") as tmp:
         table.to_csv(tmp, index=False)
     write_method_page(cfg, out_dir)

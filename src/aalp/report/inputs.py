@@ -221,7 +221,8 @@ def item_inputs(cfg: dict, name: str) -> list[Path]:
                 + [analysis_path(d, m, s, f) for d, m in checkpoint_runs(cfg) for s in first(d, m)
                    for f in ("checkpoint_cams.npz", "cam.npz")])
     if name == "table2":
-        return [metrics_path(d, m, s) for d, m, s in C.runs(cfg)]  # the checks table covers sweep runs too
+        return ([metrics_path(d, m, s) for d, m, s in C.runs(cfg)]  # the checks table covers sweep runs too
+                + [records_path(d, m, s) for d, m, s in C.runs(cfg) if "autoattack" in C.eval_attacks(cfg, d, m)])
     if name == "table3":
         return [metrics_path(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss(d, m)]
     raise ValueError(name)

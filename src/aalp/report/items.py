@@ -53,7 +53,7 @@ def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFr
         tables["table1"], claims = table1(cfg)
     elif name == "table2":
         tables["table2"] = table2(cfg, collect_metrics(cfg))
-        tables["table2_checks"] = sanity_table(cfg)
+        tables["table2_checks"], tables["autoattack_subset"] = sanity_table(cfg)
     elif name == "table3":
         tables["table3"], claims = table3(cfg)
     elif name == "table4":

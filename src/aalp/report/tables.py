@@ -7,7 +7,8 @@ from .. import config as C
 from .claims import claims_frame, frame, over_seeds, with_seeds
 from .figdata import confidence_scatter, records_of
 from .gdpairs import paired_changes
-from .inputs import SETS, attack_columns, gd_pairs, load_json, metrics_path, models, seeds
+from .inputs import SETS, attack_columns, gd_pairs, load_json, load_parquet, metrics_path, models, records_path, seeds
+from .masking import autoattack_subset, check_rows
 from .paper import paper_table1, paper_table2, paper_table3, paper_table4
 from .protocol import budget, paper_budget
 
@@ -57,13 +58,23 @@ def table2(cfg: dict, runs: pd.DataFrame | None = None) -> pd.DataFrame:
                 "seeds", "values"]]
 
 
-def sanity_table(cfg: dict) -> pd.DataFrame:
-    """Every sanity check of every run: dataset, method, seed, check, fired."""
-    rows = []
+def sanity_table(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every check of every run (dataset, method, seed, check, fired, kind, text: masking.check_rows), and every
+    attack's accuracy on the test samples AutoAttack ran on, for the runs with AutoAttack (dataset, method,
+    seed, metric, value in percent, n_samples)."""
+    rows, subset = [], []
     for d, m, s in C.runs(cfg):
         met = load_json(metrics_path(d, m, s))
-        rows += [{"dataset": d, "method": m, "seed": s, "check": k, "fired": bool(v)} for k, v in met["checks"].items()]
-    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "check", "fired"])
+        n_aa = int(met.get("n_samples_autoattack") or 0)
+        acc = {}
+        if n_aa and "autoattack" in C.eval_attacks(cfg, d, m):
+            acc = autoattack_subset(load_parquet(records_path(d, m, s)), n_aa,
+                                    [k for k in met["accuracy"] if k != "train"])
+            subset += [{"dataset": d, "method": m, "seed": s, "metric": k, "value": v, "n_samples": n_aa}
+                       for k, v in acc.items()]
+        rows += check_rows(cfg, d, m, s, met, acc)
+    return (pd.DataFrame(rows, columns=["dataset", "method", "seed", "check", "fired", "kind", "text"]),
+            pd.DataFrame(subset, columns=["dataset", "method", "seed", "metric", "value", "n_samples"]))
 
 
 def table1(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

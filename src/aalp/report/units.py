@@ -59,6 +59,8 @@ def sample_counts(df: pd.DataFrame) -> dict[str, int]:
 def metric_label(metric: str, counts: dict[str, int]) -> str:
     """The column heading of an accuracy: its name, with its sample count when that differs from the count
     most columns have (AutoAttack on a prefix of the test set)."""
+    if metric == "train":
+        return "training attack"
     usual = pd.Series(list(counts.values())).mode()
     if metric in counts and len(usual) and counts[metric] != int(usual.max()):
         return f"{metric} ({counts[metric]:,} of {int(usual.max()):,} samples)"
