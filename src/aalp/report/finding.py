@@ -39,6 +39,8 @@ def attack_rows(table: pd.DataFrame, d: str) -> list[dict]:
     """The AALP − ALP parts of dataset d, one per attack in the verdict table's order: attack, metric, mean,
     half, n, mde, paper (NaN where the paper has no number), verdict."""
     rows = table[table.claim_id.isin(CLAIM_IDS) & (table.dataset == d)]
+    if "counted" in rows:  # the attacks only: parts shown beside (clean accuracy) are not the finding's rows
+        rows = rows[rows.counted.astype(bool)]
     out = []
     for r in rows.itertuples(index=False):
         metric = r.part.split(" ")[0]
@@ -94,7 +96,14 @@ def _range(xs: list[float]) -> str:
     return _fmt(lo, 1) if round(lo, 1) == round(hi, 1) else f"{_fmt(lo, 1)} to {_fmt(hi, 1)}"
 
 
-def finding_figure(rows: list[dict], clean: S.Interval | None, title: str):
+def clean_paper(table: pd.DataFrame, d: str) -> float:
+    """The paper's clean AALP − ALP, from the verdict table's clean part beside the attacks (NaN without)."""
+    r = table[table.claim_id.isin(CLAIM_IDS) & (table.dataset == d) & table.part.str.startswith("clean ")] \
+        if len(table) else table
+    return float(r.paper.iloc[0]) if len(r) else math.nan
+
+
+def finding_figure(rows: list[dict], clean: S.Interval | None, title: str, paper_clean: float = math.nan):
     """The finding's figure (matplotlib): one row per attack, clean accuracy first where measured; per row
     the mean ± 95% half-width (errorbar), ± the MDE (grey band) and the paper's value (red diamond)."""
     import matplotlib
@@ -106,7 +115,7 @@ def finding_figure(rows: list[dict], clean: S.Interval | None, title: str):
 
     style()
     items = ([{"attack": "clean", "mean": clean.mean, "half": clean.half, "n": clean.n,
-               "mde": S.mde(clean.sd, clean.n), "paper": math.nan}] if clean else []) + rows
+               "mde": S.mde(clean.sd, clean.n), "paper": paper_clean}] if clean else []) + rows
     fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(items) + 0.9))
     ys = list(range(len(items)))[::-1]
     for y, r in zip(ys, items):
@@ -162,7 +171,7 @@ def finding_section(cfg: dict, table: pd.DataFrame, table2: pd.DataFrame, subset
             "clean": (f"Clean accuracy moves {'the other way' if _opposite(clean, rows) else 'alongside'}: AALP − ALP "
                       f"{_interval(clean)} points ({clean.n} paired seeds)." if clean else ""),
             "undecided": undecided(cfg, d), "strength": strength_text(subset, d),
-            "svg": figure_svg(finding_figure(rows, clean, f"{d}: AALP − ALP at {where}")),
+            "svg": figure_svg(finding_figure(rows, clean, f"{d}: AALP − ALP at {where}", clean_paper(table, d))),
             "caption": CAPTION.format(source=source.upper() if source in ("mnist", "svhn") else source)})
     return out
 
