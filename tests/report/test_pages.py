@@ -1,5 +1,6 @@
 """The report's pages without runs: formulas as MathML (aalp.report.maths)."""
 import html
+import re
 
 import numpy as np
 import pytest
@@ -163,14 +164,40 @@ def test_every_choice_has_its_own_row_and_the_sets_value_beside_the_default():
     assert "<th>this set" not in plain and len(_method_rows(plain)["choice-experiments.dataset.epochs"]) == 3
 
 
-def test_the_method_page_links_the_speed_page_and_the_repository_by_address():
-    """docs/speed.md is not part of the report: the method page's links to it go to the repository."""
-    from aalp.report.cite import repository_url
+ADDRESS = "https://example.org/aalp"  # a stand-in address for the tests; CITATION.cff gives none yet
+
+
+@pytest.fixture
+def with_address(monkeypatch):
+    """CITATION.cff as if it named `ADDRESS` as the repository's address (repository-code)."""
+    from aalp.report import cite
+
+    cff = dict(cite.citation(), **{"repository-code": ADDRESS})
+    monkeypatch.setattr(cite, "citation", lambda: cff)
+    return ADDRESS
+
+
+def test_the_method_page_links_the_speed_page_and_the_repository_by_address(with_address):
+    """docs/speed.md is not part of the report: where the repository has an address, the method page's links
+    to it go there."""
     from aalp.report.methodpage import method_page
 
     page = method_page()
-    assert 'href="speed.md' not in page and f'href="{repository_url()}/blob/main/docs/speed.md#speed-options"' in page
-    assert f'<a href="{repository_url()}">the repository</a>' in page
+    assert 'href="speed.md' not in page and f'href="{with_address}/blob/main/docs/speed.md#speed-options"' in page
+    assert f'<a href="{with_address}">the repository</a>' in page
+
+
+def test_without_an_address_the_method_page_names_the_speed_page_without_linking_it():
+    """No public address: the links to docs/speed.md become text that names the file, neither a link to an
+    address that does not exist nor a relative one that the report's folder cannot resolve."""
+    from aalp.report.cite import repository_url
+    from aalp.report.methodpage import method_page
+
+    assert repository_url() is None  # CITATION.cff has no repository-code (yet)
+    page = method_page()
+    assert "speed.md" not in "".join(re.findall(r'href="([^"]*)"', page))
+    assert "Speed and engineering (<code>docs/speed.md</code> in the repository)" in page
+    assert '<p class="small">This page is <code>docs/method.md</code> of the repository.</p>' in page
 
 
 # ----------------------------------------------------------------------------- how to cite
@@ -186,14 +213,50 @@ def test_the_papers_bibtex_comes_from_citation_cff():
     assert ref["title"] in bib and str(ref["year"]) in bib  # read from the file, not written here
 
 
-def test_the_reproductions_citation_names_its_title_license_and_address():
+def test_the_reproductions_citation_names_its_title_license_and_address(with_address):
     from aalp.report import cite
 
     c = cite.citation()
     line = cite.reproduction_citation()
-    assert c["title"] in line and "MIT license" in line and line.endswith(c["repository-code"])
+    assert c["title"] in line and "MIT license" in line and line.endswith(with_address)
     bib = cite.reproduction_bibtex()
-    assert bib.startswith("@software{") and c["repository-code"] in bib and bib.count("{") == bib.count("}")
+    assert bib.startswith("@software{") and f"{{{with_address}}}" in bib and bib.count("{") == bib.count("}")
     assert "{{the AALP reproduction authors}}" in bib  # an entity: one name, not "authors, the AALP reproduction"
+    assert "note" not in bib
     block = cite.cite_block()
-    assert block["paper"] == cite.paper_bibtex() and block["repository"] == c["repository-code"]
+    assert block["paper"] == cite.paper_bibtex() and block["repository"] == with_address
+
+
+def test_without_an_address_the_reproductions_citation_gives_none():
+    """No public address yet: no url in the citation or its BibTeX (which says where the code is instead)."""
+    from aalp.report import cite
+
+    c = cite.citation()
+    assert "repository-code" not in c and cite.repository_url() is None
+    line = cite.reproduction_citation()
+    assert c["title"] in line and line.endswith("MIT license.") and "http" not in line.replace(c["title"], "")
+    bib = cite.reproduction_bibtex()
+    assert "url" not in bib and "http" not in bib and bib.count("{") == bib.count("}")
+    assert "note" in bib and "the repository's commit named in the report's provenance" in bib
+    assert cite.cite_block()["repository"] is None
+
+
+def _cite_section(block: dict) -> str:
+    """The front page's "How to cite" block (index.html.j2) rendered on its own with `block`."""
+    from aalp.report.pages import TEMPLATES, environment
+
+    source = (TEMPLATES / "index.html.j2").read_text()
+    start = source.index("{% if cite is defined and cite %}")
+    end = source.index("{% endblock %}", start)
+    return environment().from_string(source[start:end]).render(cite=block)
+
+
+def test_the_front_pages_how_to_cite_links_the_repository_only_where_it_has_an_address(with_address):
+    from aalp.report import cite
+
+    linked = _cite_section(cite.cite_block())
+    assert f'<a href="{with_address}">repository</a>' in linked and "no public address" not in linked
+    plain = _cite_section(dict(cite.cite_block(), repository=None))
+    assert "href=\"http" not in plain and "None" not in plain
+    assert "The repository has no public address yet" in plain and '<a href="#provenance">Provenance</a>' in plain
+    assert cite.cite_block()["paper"] in html.unescape(plain)

@@ -1,6 +1,8 @@
 """How to cite: the front page's "How to cite" block and the report's link to the repository, all from the
 repository's CITATION.cff (Citation File Format 1.2.0), the one place that holds them. The paper is its
-`preferred-citation`; the reproduction (this code and its published results) its top-level keys."""
+`preferred-citation`; the reproduction (this code and its published results) its top-level keys. The address
+(`repository-code`) is optional: without one (the repository has no public address yet) nothing links it, and
+the reproduction's citation points to the commit that the report's provenance names instead."""
 from __future__ import annotations
 
 import re
@@ -20,9 +22,12 @@ def citation() -> dict:
     return yaml.safe_load(CITATION.read_text())
 
 
-def repository_url() -> str:
-    """The repository's address (`repository-code`)."""
-    return citation()["repository-code"]
+def repository_url() -> str | None:
+    """The repository's address (`repository-code`), or None where CITATION.cff gives none."""
+    return citation().get("repository-code") or None
+
+
+NO_ADDRESS_NOTE = "code and published results: the repository's commit named in the report's provenance"
 
 
 def _names(authors: list[dict]) -> list[str]:
@@ -57,21 +62,27 @@ def paper_bibtex() -> str:
 
 
 def reproduction_citation() -> str:
-    """One line that cites the reproduction: authors, title, version, kind, license and address."""
+    """One line that cites the reproduction: authors, title, version, kind, license and, where it has one, address."""
     c = citation()
-    return (f"{'; '.join(_names(c['authors']))}. {c['title']}. Version {c['version']}, {c['type']}, "
-            f"{c['license']} license. {c['repository-code']}")
+    line = (f"{'; '.join(_names(c['authors']))}. {c['title']}. Version {c['version']}, {c['type']}, "
+            f"{c['license']} license.")
+    url = repository_url()
+    return f"{line} {url}" if url else line
 
 
 def reproduction_bibtex() -> str:
-    """The reproduction as a BibTeX @software entry."""
+    """The reproduction as a BibTeX @software entry: its `url` where the repository has an address, otherwise a
+    `note` that the code and published results are the commit the report's provenance names."""
     c = citation()
-    return _bibtex("software", "aalp_reproduction", {
-        "title": c["title"], "author": " and ".join(f"{{{n}}}" if "," not in n else n for n in _names(c["authors"])),
-        "version": str(c["version"]), "license": c["license"], "url": c["repository-code"]})
+    url = repository_url()
+    fields = {"title": c["title"],
+              "author": " and ".join(f"{{{n}}}" if "," not in n else n for n in _names(c["authors"])),
+              "version": str(c["version"]), "license": c["license"]}
+    fields |= {"url": url} if url else {"note": NO_ADDRESS_NOTE}
+    return _bibtex("software", "aalp_reproduction", fields)
 
 
 def cite_block() -> dict:
-    """What the front page's "How to cite" block shows."""
+    """What the front page's "How to cite" block shows; `repository` is None where there is no address."""
     return {"paper": paper_bibtex(), "reproduction": reproduction_citation(), "bibtex": reproduction_bibtex(),
             "repository": repository_url(), "license": citation()["license"]}

@@ -134,18 +134,24 @@ def _row_ids(body: str) -> str:
 def method_page(cfg: dict | None = None) -> str:
     """docs/method.md as a standalone page, headings with the same anchors as on GitHub, formulas as MathML, an
     id per row of the table of choices and, with `cfg`, that set's value of each choice beside its default.
-    Links to the speed page (docs/speed.md, not part of the report) go to the repository."""
+    Links to the speed page (docs/speed.md, not part of the report) go to the repository where it has an address;
+    without one they become text that names the file (no link to an address that does not exist, nor a relative
+    one that the report's folder cannot resolve)."""
     text = METHOD_PAGE.read_text()
     body = markdown_html(_with_values(text, cfg) if cfg else text)
     body = re.sub(r"<h([1-6])>(.*?)</h\1>", lambda m: f'<h{m[1]} id="{_slug(m[2])}">{m[2]}</h{m[1]}>', body)
     body = re.sub(r'href="(?:\.\./)?docs/method\.md#', 'href="#', body)
     body = re.sub(r'href="method\.md#', 'href="#', body)
     repo = repository_url()
-    body = re.sub(r'href="(?:docs/)?speed\.md', f'href="{html.escape(repo)}/blob/main/docs/speed.md', body)
+    if repo:
+        body = re.sub(r'href="(?:docs/)?speed\.md', f'href="{html.escape(repo)}/blob/main/docs/speed.md', body)
+    else:
+        body = re.sub(r'<a href="(?:docs/)?speed\.md[^"]*">(.*?)</a>',
+                      r"\1 (<code>docs/speed.md</code> in the repository)", body, flags=re.S)
     body = _row_ids(body)
     where = f", for the parameter set <code>{html.escape(cfg['profile'])}</code>" if cfg else ""
-    note = (f'<p class="small">This page is <code>docs/method.md</code> of <a href="{html.escape(repo)}">the '
-            f"repository</a>{where}.</p>\n")
+    repository = f'<a href="{html.escape(repo)}">the repository</a>' if repo else "the repository"
+    note = f'<p class="small">This page is <code>docs/method.md</code> of {repository}{where}.</p>\n'
     return page("AALP: the method", note + body)
 
 
