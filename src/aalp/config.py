@@ -106,8 +106,7 @@ def _check_references(cfg: dict, source: str) -> None:
     if ev.get("autoattack_samples") and ev["autoattack_samples"] % ev["batch_size"]:
         raise ConfigError(f"{source}: evaluation.autoattack_samples = {ev['autoattack_samples']} is not a multiple of "
                           f"evaluation.batch_size = {ev['batch_size']} (AutoAttack runs on whole batches)")
-    methods = sorted(cfg["methods"])
-    datasets = sorted(cfg["datasets"])
+    methods, datasets = sorted(cfg["methods"]), sorted(cfg["datasets"])
     for m in ev.get("autoattack_methods") or []:
         if m not in cfg["methods"]:
             raise ConfigError(f"{source}: evaluation.autoattack_methods: unknown method {m!r}; allowed values: "
@@ -217,6 +216,15 @@ def eval_attacks(cfg: dict, dataset: str, method: str) -> list[str]:
     only = cfg["evaluation"].get("autoattack_methods")
     keep_aa = only is None or base_method(cfg, dataset, method) in only
     return [a for a in cfg["evaluation"]["attacks"] if keep_aa or a != "autoattack"]
+
+
+def eval_step(cfg: dict, dataset: str, k: int) -> float:
+    """The step of the evaluation PGD-k and CW-k on `dataset` (docs/method.md#evaluation-step): the dataset attack's
+    step; under evaluation.step_rule `reach`, 2.5 · eps / k (Madry et al.'s rule) where k of it cannot cross the ball."""
+    att = cfg["experiments"][dataset]["attack"]
+    eps, step = float(att["eps"]), float(att["step"])
+    reach = cfg.get("evaluation", {}).get("step_rule", "fixed") == "reach"
+    return 2.5 * eps / k if reach and k * step < eps else step
 
 
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
@@ -338,6 +346,5 @@ def check_checkout(checkout: str | os.PathLike | None) -> None:
 
 
 def mirror_dir(cfg: dict) -> Path | None:
-    env = os.environ.get("AALP_DATA_MIRROR")
-    m = env if env else cfg["data"]["mirror"]
+    m = os.environ.get("AALP_DATA_MIRROR") or cfg["data"]["mirror"]
     return Path(m) if m else None

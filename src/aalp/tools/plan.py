@@ -29,7 +29,7 @@ import torch
 
 from .. import config as C, pipeline as P
 from ..core import models
-from ..core.attacks import EvalAttack, attack_groups
+from ..core.attacks import attack_groups, with_steps
 from ..core.training import Trainer, speed_options, select_device
 
 REPORT_SECONDS = 10.0  # one notebook or the front page on one core (measured: 2-6 s on the CI set), not timed here
@@ -176,7 +176,8 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         for (names, train_steps), count in by_attacks.items():
             per_batch = max(train_steps, 1) * fb  # the run's training attack
             aa = 0.0
-            for g, members in attack_groups([EvalAttack.parse(a) for a in names]).items():
+            step = cfg["experiments"][d]["attack"]["step"]  # PGD-k/CW-k of one step share a trajectory
+            for g, members in attack_groups(with_steps(names, lambda k: C.eval_step(cfg, d, k), step)).items():
                 if g == "autoattack":
                     s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
                     aa = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
