@@ -78,11 +78,20 @@ def test_rerender_rebuilds_only_the_report_and_a_manifest_that_matches(tmp_path,
 
     other = tmp_path / "other"
     other.mkdir()
-    (other / "params.yaml").write_text((dest / "params.yaml").read_text().replace("seed", "seed ", 1))
+    (other / "params.yaml").write_text((dest / "params.yaml").read_text().replace("seeds: [0, 1, 2]", "seeds: [0, 1]", 1))
     before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     with pytest.raises(C.ConfigError, match="params.yaml differs"):
         P.publish(cfg, other, dest, rerender_only=True)
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+    # a reworded description and comment, no parameter changed: the published set takes the new words
+    text = (dest / "params.yaml").read_text()
+    assert "description:" in text and text.startswith("#")
+    reworded = text.replace("description: >-\n", "description: >-\n  Reworded.\n", 1).replace("#", "# reworded:", 1)
+    (other / "params.yaml").write_text(reworded)
+    man = P.publish(cfg, other, dest, rerender_only=True)
+    assert (dest / "params.yaml").read_text() == reworded and P.check(dest) == []
+    assert man["runs"] == old["runs"] and man["params_sha256"] != old["params_sha256"]
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])

@@ -46,7 +46,7 @@ def _subset_cell(subset: pd.DataFrame, d: str, m: str) -> str:
         return ""
     best = min(pgd, key=lambda k: g[g.metric == k].value.mean())
     iv = S.t_interval(g[g.metric == best].sort_values("seed").value.tolist())
-    return (f"{attack_name(best)} on the same {int(g.n_samples.max()):,}: "
+    return (f"{attack_name(best)} on these {int(g.n_samples.max()):,}: "
             + (f"{iv.mean:.2f} ± {iv.half:.2f}" if iv.n > 1 else f"{iv.mean:.2f}"))
 
 
