@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import config as C
-from .layout import REPORT_ITEMS, run_dir as _run_dir
+from .layout import CHECKPOINT, REPORT_ITEMS, SNAPSHOT, run_dir as _run_dir
 
 log = logging.getLogger("aalp")
 
@@ -61,11 +61,20 @@ def cmd_train(cfg, args):
 
 
 def cmd_evaluate(cfg, args):
-    """With --seeds, the seeds as one group (docs/speed.md#seed-groups)."""
+    """With --seeds, the seeds as one group (docs/speed.md#seed-groups); with --snapshot, each seed's kept snapshots
+    at those steps in turn (docs/method.md#budget-snapshots)."""
     from .core import evaluation
 
     seeds = _seeds(cfg, args)
     dirs = [_run_dir(args.dataset, args.method, sd) for sd in seeds]
+    if args.snapshot:
+        ev = cfg["evaluation"]
+        for sd, rd in zip(seeds, dirs):
+            for n in args.snapshot:
+                evaluation.evaluate(cfg, args.dataset, args.method, sd, rd, _code_hash("evaluate"),
+                                    model_file=CHECKPOINT.format(step=n), attacks=ev["snapshot_attacks"],
+                                    n_samples=ev["snapshot_samples"], out=SNAPSHOT.format(step=n), extra={"step": n})
+        return
     evaluation.evaluate(cfg, args.dataset, args.method, seeds[0] if args.seeds is None else seeds,
                         dirs[0] if args.seeds is None else dirs, code_hash=_code_hash("evaluate"))
 
@@ -226,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("--seed", type=int)
         one.add_argument("--seeds", type=int, nargs="+", help="several seeds of the method: trained as one group "
                                                                "(one batched model), evaluated and analysed in turn")
+        if name == "evaluate":
+            s.add_argument("--snapshot", type=int, nargs="+", metavar="N",
+                           help="evaluate the run's checkpoints/step<N>.pt instead of model.pt, with "
+                                "evaluation.snapshot_attacks on the first evaluation.snapshot_samples test images, "
+                                "into snapshots/step<N>/ (each seed and step in turn)")
         s.set_defaults(fn=fn)
     s = sub.add_parser("report", help="compute the report's tables and figures and render the notebooks to HTML "
                                       "(every item and the index page, or one of them)")
