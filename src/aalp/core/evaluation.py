@@ -86,7 +86,7 @@ class _Run:
     timings: dict
     aa_by: list = field(default_factory=list)
     out: str = "eval"  # the output folder in run_dir
-    extra: dict = field(default_factory=dict)  # written into metrics.json and eval.json as well
+    extra: dict = field(default_factory=dict)  # written into metrics.json, and into eval.json as `snapshot`
 
     @property
     def resume(self) -> Path:
@@ -103,7 +103,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed.
     A snapshot's evaluation (cli `evaluate --snapshot`) gives the weights file (model_file) and output folder (out)
     in run_dir, the attacks and the first n_samples test images (all attacked by AutoAttack too) and extra
-    (the step), which metrics.json and eval.json record."""
+    ({"step": N}), which metrics.json records (eval.json as "snapshot")."""
     single = isinstance(seed, int)
     seeds, dirs = ([seed], [Path(run_dir)]) if single else (list(seed), [Path(d) for d in run_dir])
     S = len(seeds)
@@ -304,7 +304,7 @@ def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, train_atk, device,
                                              shared_trajectories={g: [a.name for a in ms] for g, ms in groups.items()
                                                                   if g in SHARED_KINDS},
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()},
-                                             code_hash=code_hash, **r.extra))
+                                             code_hash=code_hash, **({"snapshot": r.extra} if r.extra else {})))
     write_json(out / "metrics.json", metrics)
     r.resume.unlink(missing_ok=True)
     fired = [k for k, v in metrics["checks"].items() if v]
