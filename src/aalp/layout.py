@@ -52,6 +52,29 @@ def run_dir(dataset: str, method: str, seed: int) -> Path:
     return Path(RUN.format(dataset=dataset, method=method, seed=seed))
 
 
+# In a run folder: a kept snapshot's weights (as core/training.py names them), and its evaluation's folder
+# (metrics.json, eval.json, records.parquet; docs/method.md#budget-snapshots)
+CHECKPOINT = "checkpoints/step{step:07d}.pt"
+SNAPSHOT = "snapshots/step{step}"
+
+
+def snapshot_dir(dataset: str, method: str, seed: int, step: int) -> Path:
+    """The folder of the evaluation of one run's snapshot at `step` (`evaluate --snapshot`)."""
+    return run_dir(dataset, method, seed) / SNAPSHOT.format(step=step)
+
+
+def snapshot_checkpoint(dataset: str, method: str, seed: int, step: int) -> Path:
+    """The weights that snapshot_dir(dataset, method, seed, step) evaluates: an output of the run's training."""
+    return run_dir(dataset, method, seed) / CHECKPOINT.format(step=step)
+
+
+def snapshot_runs(cfg: dict) -> list[tuple[str, str, int, int]]:
+    """(dataset, method, seed, step) of every snapshot evaluation: each seed of each run of training.checkpoint_runs
+    in the matrix, at each of training.snapshot_steps (none by default)."""
+    keep, steps = set(cfg["training"].get("checkpoint_runs", [])), cfg["training"].get("snapshot_steps", [])
+    return [(d, m, s, n) for d, m, s in C.runs(cfg, sweeps=False) if f"{d}/{m}" in keep for n in steps]
+
+
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
 TABLE2_EXTRA = ("table2_checks", "autoattack_subset")  # the Table 2 item's other tables (report/masking.py)
 
@@ -123,8 +146,9 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
                 f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.fused_adam",
                 "training.compile", "training.drop_last", "training.probe_size",
                 *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []),
+                *(["training.snapshot_steps"] if series and cfg["training"].get("snapshot_steps") else []),
                 *(["training.group_seeds"] if cfg["training"].get("group_seeds") else []), "profile"]
-    if stage == "evaluate":
+    if stage in ("evaluate", "evaluate_snapshot"):  # a snapshot's: the evaluation's, its step given in the command
         return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device"]
     if stage == "analyze":
         return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
@@ -142,6 +166,13 @@ def _get(cfg: dict, dotted: str):
     return node
 
 
+SNAPSHOT_ONLY = ("snapshot_attacks", "snapshot_samples")  # the evaluation keys only the snapshot stages read
+
+
 def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> str:
-    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes."""
-    return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
+    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes (a run's
+    evaluation not when only the snapshot keys do)."""
+    values = {k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}
+    if stage == "evaluate":
+        values["evaluation"] = {k: v for k, v in values["evaluation"].items() if k not in SNAPSHOT_ONLY}
+    return json.dumps(values, sort_keys=True)

@@ -86,19 +86,25 @@ class _Run:
     cols: dict
     timings: dict
     aa_by: list = field(default_factory=list)
+    out: str = "eval"  # the output folder in run_dir
+    extra: dict = field(default_factory=dict)  # written into metrics.json, and into eval.json as `snapshot`
 
     @property
     def resume(self) -> Path:
-        return self.run_dir / "eval" / "resume.pt"
+        return self.run_dir / self.out / "resume.pt"
 
 
 def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_dir: str | Path | list,
-             code_hash: str | None = None) -> dict | list[dict]:
+             code_hash: str | None = None, *, model_file: str = "model.pt", attacks: list[str] | None = None,
+             n_samples: int | None = None, out: str = "eval", extra: dict | None = None) -> dict | list[dict]:
     """Attack the trained model of run_dir with the set's evaluation attacks into run_dir/eval/: records.parquet
     (one row per test sample), metrics.json (accuracies in percent, sanity checks) and eval.json (provenance,
     with code_hash: the digest of the stage's source files). Returns the metrics. With lists of seeds and run
     folders, the seeds' models run as one group (docs/method.md#seed-groups) through FGSM, PGD-k, CW-k and the
-    training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed."""
+    training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed.
+    A snapshot's evaluation (cli `evaluate --snapshot`) gives the weights file (model_file) and output folder (out)
+    in run_dir, the attacks and the first n_samples test images (all attacked by AutoAttack too) and extra
+    ({"step": N}), which metrics.json records (eval.json as "snapshot")."""
     single = isinstance(seed, int)
     seeds, dirs = ([seed], [Path(run_dir)]) if single else (list(seed), [Path(d) for d in run_dir])
     S = len(seeds)
@@ -106,7 +112,8 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     exp = cfg["experiments"][dataset]
     eps, step = exp["attack"]["eps"], exp["attack"]["step"]
     # autoattack_methods applied; each PGD-k and CW-k at its step (docs/method.md#evaluation-step)
-    attacks = with_steps(C.eval_attacks(cfg, dataset, method), lambda k: C.eval_step(cfg, dataset, k), step)
+    attacks = with_steps(C.eval_attacks(cfg, dataset, method) if attacks is None else attacks,
+                         lambda k: C.eval_step(cfg, dataset, k), step)
     steps = {a.name: step if a.step is None else a.step for a in attacks if a.kind in SHARED_KINDS}
     train_atk = C.train_attack(cfg, dataset, C.base_method(cfg, dataset, method))  # a sweep run: its base's
     device = select_device(cfg["training"]["device"])
@@ -115,10 +122,11 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     # (this machine has no native bf16). training.amp speeds training only (docs/method.md#speed-options).
     amp = False
     data = load_prepared(cfg["data"]["dir"], dataset)
-    n = len(data.test_x) if ecfg["n_samples"] is None else min(ecfg["n_samples"], len(data.test_x))
+    limit = ecfg["n_samples"] if n_samples is None else n_samples
+    n = len(data.test_x) if limit is None else min(limit, len(data.test_x))
     x_all = torch.from_numpy(data.test_x[:n]).to(device)
     y_all = torch.from_numpy(data.test_y[:n]).to(device)
-    n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
+    n_aa = n if ecfg["autoattack_samples"] is None or n_samples else min(ecfg["autoattack_samples"], n)
     if n_aa < n and n_aa % ecfg["batch_size"]:
         raise ValueError(f"evaluation.autoattack_samples ({n_aa}) must be a multiple of evaluation.batch_size "
                          f"({ecfg['batch_size']})")
@@ -130,16 +138,16 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     for sd, rd in zip(seeds, dirs):
         base = ecfg["seed"] + sd
         # one generator per group: the members of a shared trajectory share its random start
-        runs.append(_Run(sd, rd, load_model(rd / "model.pt", expect_model=exp["model"], expect_shape=data.shape,
+        runs.append(_Run(sd, rd, load_model(rd / model_file, expect_model=exp["model"], expect_shape=data.shape,
                                             device=device),
-                         _fingerprint(rd / "model.pt", ecfg, names, n, n_aa, eps, step, steps, vars(train_atk), amp,
+                         _fingerprint(rd / model_file, ecfg, names, n, n_aa, eps, step, steps, vars(train_atk), amp,
                                       device, code_hash),
                          {g: torch.Generator(device=device).manual_seed(_attack_seed(base, g)) for g in [*groups, "train"]},
                          {k: [] for k in ["label", "clean_pred", "clean_conf",
                                           *(f"{a}_{f}" for a in names for f in ("pred", "conf", "ce", "alp"))]},
                          # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it
                          # costs), 0.0 to the other members; a group's attack time is split evenly between its seeds
-                         dict.fromkeys(names, 0.0)))
+                         dict.fromkeys(names, 0.0), out=out, extra=dict(extra or {})))
     model = runs[0].model if S == 1 else grouped.stack([r.model for r in runs])
     who = f"{dataset}/{method}/s{','.join(map(str, seeds))}"
     own = ", ".join(f"{a} {s:.4g}" for a, s in steps.items() if s != step)
@@ -265,7 +273,7 @@ def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, steps, train_atk, 
             code_hash) -> dict:
     """One seed's records.parquet, metrics.json and eval.json from what it recorded; step: the dataset attack's,
     steps: each PGD-k's and CW-k's."""
-    seed, out = r.seed, r.run_dir / "eval"
+    seed, out = r.seed, r.run_dir / r.out
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in r.cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
@@ -294,6 +302,7 @@ def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, steps, train_atk, 
     if "autoattack" in names:  # how many samples of the subset each component flipped ('robust': none did)
         counts = records.autoattack_by[records["sample"] < n_aa].replace("", "robust").value_counts()
         metrics["autoattack_by"] = {k: int(counts.get(k, 0)) for k in ("clean", *AUTOATTACK_COMPONENTS, "robust")}
+    metrics.update(r.extra)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "records.parquet") as tmp:
         records.to_parquet(tmp, index=False)
@@ -304,7 +313,7 @@ def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, steps, train_atk, 
                                              shared_trajectories={g: [a.name for a in ms] for g, ms in groups.items()
                                                                   if ms[0].kind in SHARED_KINDS},
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()},
-                                             code_hash=code_hash))
+                                             code_hash=code_hash, **({"snapshot": r.extra} if r.extra else {})))
     write_json(out / "metrics.json", metrics)
     r.resume.unlink(missing_ok=True)
     fired = [k for k, v in metrics["checks"].items() if v]
