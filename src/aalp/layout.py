@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import config as C
 
-FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
+FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12",
+           "budget"]  # budget: AALP - ALP against the training budget, beyond the paper's figures
 TABLES = ["table1", "table2", "table3", "table4"]
 REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
 
@@ -27,6 +28,7 @@ TITLES = {
     "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
     "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
     "fig12": "Fig. 12: ALP vs AALP during training",
+    "budget": "Budget curve: AALP − ALP against the training budget",
     "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
     "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
     "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
@@ -52,12 +54,26 @@ def run_dir(dataset: str, method: str, seed: int) -> Path:
     return Path(RUN.format(dataset=dataset, method=method, seed=seed))
 
 
+def snapshot_runs(cfg: dict) -> list[tuple[str, str, int, int]]:
+    """(dataset, method, seed, step) of every evaluated training snapshot: each run of training.checkpoint_runs
+    that the set runs, each of its seeds, each step of training.snapshot_steps."""
+    steps = [int(n) for n in cfg["training"].get("snapshot_steps", [])]
+    pairs = [tuple(r.split("/")) for r in cfg["training"].get("checkpoint_runs", [])]
+    return [(d, m, s, n) for d, m in pairs if m in cfg["experiments"].get(d, {}).get("methods", [])
+            for s in C.seeds(cfg, d, m) for n in steps]
+
+
+def snapshot_dir(dataset: str, method: str, seed: int, step: int) -> Path:
+    """The folder of one snapshot's evaluation (metrics.json): runs/<d>/<m>/s<seed>/snapshots/step<N>/."""
+    return run_dir(dataset, method, seed) / "snapshots" / f"step{int(step)}"
+
+
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
 TABLE2_EXTRA = ("table2_checks", "autoattack_subset")  # the Table 2 item's other tables (report/masking.py)
 
 
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
-        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv"}
+        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv", "budget": "csv"}
 
 
 def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
