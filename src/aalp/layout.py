@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import config as C
 
-FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
+FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12",
+           "budget"]  # budget: AALP - ALP against the training budget, beyond the paper's figures
 TABLES = ["table1", "table2", "table3", "table4"]
 REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
 
@@ -27,6 +28,7 @@ TITLES = {
     "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
     "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
     "fig12": "Fig. 12: ALP vs AALP during training",
+    "budget": "Budget curve: AALP − ALP against the training budget",
     "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
     "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
     "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
@@ -80,7 +82,7 @@ TABLE2_EXTRA = ("table2_checks", "autoattack_subset")  # the Table 2 item's othe
 
 
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
-        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv"}
+        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv", "budget": "csv"}
 
 
 def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
