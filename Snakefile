@@ -7,6 +7,7 @@ import sys
 from snakemake.utils import min_version, validate
 
 from aalp import config as C, pipeline as P, sync as S
+from aalp.checkout import check_checkout
 
 min_version("9.0")
 
@@ -18,7 +19,7 @@ report: "workflow/report/workflow.rst"
 
 
 try:
-    C.check_checkout(workflow.basedir)  # the imported aalp must be this checkout's code
+    check_checkout(workflow.basedir)  # the imported aalp must be this checkout's code
     CFG = C.validate(config)  # one-line errors naming the key, before any job starts
 except C.ConfigError as e:
     sys.exit(f"error: {e}")

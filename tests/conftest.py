@@ -34,7 +34,7 @@ def run(cmd, cwd, check=True, env=None, timeout=1200):
     repository, the copy's own src/ comes first on PYTHONPATH (each checkout runs its own code)."""
     import os
 
-    from aalp.config import find_checkout
+    from aalp.checkout import find_checkout
 
     e = dict(os.environ)
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}"

@@ -240,3 +240,36 @@ def test_a_slice_without_the_checkpoint_run_asks_no_checkpoint_files(ci_params):
     one = C.only_runs(cfg, [r for r in every if r[1] == "raw" or r == ("synthetic", "aalp", 1)])
     assert [p.as_posix() for p in report_in.item_inputs(one, "fig09")] == [
         "runs/synthetic/aalp/s1/analysis/summary.json", "runs/synthetic/aalp/s1/analysis/checkpoints.csv"]
+
+
+def test_eval_step_per_k_hand_worked(paper_params):
+    """evaluation.step_rule (docs/method.md#evaluation-step). MNIST, eps 0.3, step 0.01: under `reach` k = 10 and
+    20 cannot cross the ball (0.1, 0.2 < 0.3) and take 2.5 · 0.3 / k = 0.075 and 0.0375; 40 · 0.01 = 0.4 and
+    100 · 0.01 = 1 can, and keep 0.01. SVHN (12/255, 3/255) and CIFAR-10 (8/255, 2/255) cross in 10 steps (30/255
+    >= 12/255, 20/255 >= 8/255): unchanged. Under `fixed`, the schema default, every k takes the dataset's step."""
+    cfg = C.validate(paper_params)
+    assert cfg["evaluation"]["step_rule"] == "reach"  # the paper set takes the rule
+    got = {d: [C.eval_step(cfg, d, k) for k in (10, 20, 40, 100)] for d in ("mnist", "svhn", "cifar10")}
+    assert got["mnist"] == pytest.approx([0.075, 0.0375, 0.01, 0.01], abs=1e-15)
+    assert got["svhn"] == [3 / 255] * 4 and got["cifar10"] == [2 / 255] * 4
+    p = copy.deepcopy(paper_params)
+    del p["evaluation"]["step_rule"]
+    fixed = C.validate(p)
+    assert fixed["evaluation"]["step_rule"] == "fixed"
+    assert [C.eval_step(fixed, "mnist", k) for k in (10, 20, 40, 100)] == [0.01] * 4
+
+
+def test_published_sets_keep_the_fixed_step():
+    """configs/mnist_cpu and configs/fashion_cpu were evaluated at the dataset's step for every k: they load with
+    the default `fixed`, so their PGD-10 keeps step 0.01."""
+    for s in ("mnist_cpu", "fashion_cpu"):
+        cfg = C.load(REPO / "configs" / s / "params.yaml")
+        assert cfg["evaluation"]["step_rule"] == "fixed"
+        d = next(iter(cfg["experiments"]))
+        assert C.eval_step(cfg, d, 10) == cfg["experiments"][d]["attack"]["step"]
+
+
+def test_unknown_step_rule(ci_params):
+    p = copy.deepcopy(ci_params)
+    p["evaluation"]["step_rule"] = "madry"
+    check_error(p, "evaluation.step_rule = 'madry' is not allowed; allowed values: fixed, reach")

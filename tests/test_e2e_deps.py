@@ -30,6 +30,8 @@ def _snakemake_jobs(repo) -> set[str]:
             names.add(f"report-{a['item']}" if "item" in a else "report")
         elif kind == "prepare":
             names.add(f"prepare-{a['dataset']}")
+        elif "snapshot" in a:  # evaluate --snapshot N
+            names.add(f"evaluate-snapshot-{a['dataset']}-{a['method']}-s{a['seed']}-{a['snapshot']}")
         else:
             names.add(f"{kind}-{a['dataset']}-{a['method']}-s{a['seed']}")
     return names

@@ -90,7 +90,8 @@ def test_estimates_are_bench_plans_rows_per_run(ci_params, monkeypatch):
     one = 1 * 0.0001 + 3 * 0.0003 + 2 * 0.0003  # analyze: contributions, the 3-step attack, Grad-CAM
     assert est["synthetic/alp"] == pytest.approx({
         "train": 2 * (189 * 0.01 + 3 * 3 * 0.0003), "evaluate": 2 * (6 * 24 * 0.0003 + 0.0385),
-        "analyze": 2 * one * (1 + 4 / 3)})  # aalp s0's 4 snapshots shared over the 3 analysed runs timed
+        "analyze": 2 * one * (1 + 4 / 3),  # aalp s0's 4 snapshots shared over the 3 analysed runs timed
+        "evaluate_snapshot": 0})  # no training.snapshot_steps (tests/test_snapshots.py has some)
     assert est["synthetic/aalp_lambda2"]["analyze"] == 0  # a sweep value is not analysed
 
 

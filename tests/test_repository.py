@@ -105,7 +105,7 @@ def test_every_choice_of_params_yaml_is_on_the_method_page():
     for line in (REPO / "params.yaml").read_text().splitlines():
         if "[choice" in line:
             keys.update(re.findall(r"\b(lambda|pairing|gd_mask_source|gd_rescale|mixed_batch|attack_mode|epochs|"
-                                   r"batch_size|cw_kappa|augment)\b", line))
+                                   r"batch_size|cw_kappa|step_rule|augment)\b", line))
     assert {"epochs", "batch_size", "cw_kappa"} <= keys
     assert all(k in page for k in keys), sorted(k for k in keys if k not in page)
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as C
-from .layout import REPORT_ITEMS, run_dir as _run_dir
+from . import checkout, config as C
+from .layout import CHECKPOINT, REPORT_ITEMS, SNAPSHOT, run_dir as _run_dir
 
 log = logging.getLogger("aalp")
 
@@ -61,11 +61,20 @@ def cmd_train(cfg, args):
 
 
 def cmd_evaluate(cfg, args):
-    """With --seeds, the seeds as one group (docs/speed.md#seed-groups)."""
+    """With --seeds, the seeds as one group (docs/speed.md#seed-groups); with --snapshot, each seed's kept snapshots
+    at those steps in turn (docs/method.md#budget-snapshots)."""
     from .core import evaluation
 
     seeds = _seeds(cfg, args)
     dirs = [_run_dir(args.dataset, args.method, sd) for sd in seeds]
+    if args.snapshot:
+        ev = cfg["evaluation"]
+        for sd, rd in zip(seeds, dirs):
+            for n in args.snapshot:
+                evaluation.evaluate(cfg, args.dataset, args.method, sd, rd, _code_hash("evaluate"),
+                                    model_file=CHECKPOINT.format(step=n), attacks=ev["snapshot_attacks"],
+                                    n_samples=ev["snapshot_samples"], out=SNAPSHOT.format(step=n), extra={"step": n})
+        return
     evaluation.evaluate(cfg, args.dataset, args.method, seeds[0] if args.seeds is None else seeds,
                         dirs[0] if args.seeds is None else dirs, code_hash=_code_hash("evaluate"))
 
@@ -226,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("--seed", type=int)
         one.add_argument("--seeds", type=int, nargs="+", help="several seeds of the method: trained as one group "
                                                                "(one batched model), evaluated and analysed in turn")
+        if name == "evaluate":
+            s.add_argument("--snapshot", type=int, nargs="+", metavar="N",
+                           help="evaluate the run's checkpoints/step<N>.pt instead of model.pt, with "
+                                "evaluation.snapshot_attacks on the first evaluation.snapshot_samples test images, "
+                                "into snapshots/step<N>/ (each seed and step in turn)")
         s.set_defaults(fn=fn)
     s = sub.add_parser("report", help="compute the report's tables and figures and render the notebooks to HTML "
                                       "(every item and the index page, or one of them)")
@@ -309,15 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    home = C.find_checkout(Path.cwd())
-    if home is not None and home.resolve() != C.REPO_ROOT and C.dvc_experiment_copy(home) and not os.environ.get(_REEXEC):
+    home = checkout.find_checkout(Path.cwd())
+    if home is not None and home.resolve() != C.REPO_ROOT and checkout.dvc_experiment_copy(home) and not os.environ.get(_REEXEC):
         # `dvc exp run --queue` runs the stages in a copy of the checkout, with the environment's aalp still
         # pointing at the original: run this copy's own code, which is what its dvc.lock records
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(home / "src"), os.environ.get("PYTHONPATH")])))
         env[_REEXEC] = "1"
         os.execve(sys.executable, [sys.executable, "-m", "aalp", *(sys.argv[1:] if argv is None else argv)], env)
     try:
-        C.check_checkout(home)  # this checkout's code, not another one's
+        checkout.check_checkout(home)  # this checkout's code, not another one's
         cfg = C.load(args.params)
         args.fn(cfg, args)
     except C.ConfigError as e:

@@ -27,6 +27,7 @@ MODEL_SHAPES = {
     "resnet32": (3, 32, 32), "resnet32_small": (3, 32, 32),
 }
 SOURCE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32), "cifar10": (3, 32, 32)}
+SOURCE_TRAIN = {"mnist": 60000, "fashion_mnist": 60000, "svhn": 73257, "cifar10": 50000}  # core/sources.py checks them
 
 
 class ConfigError(ValueError):
@@ -106,8 +107,7 @@ def _check_references(cfg: dict, source: str) -> None:
     if ev.get("autoattack_samples") and ev["autoattack_samples"] % ev["batch_size"]:
         raise ConfigError(f"{source}: evaluation.autoattack_samples = {ev['autoattack_samples']} is not a multiple of "
                           f"evaluation.batch_size = {ev['batch_size']} (AutoAttack runs on whole batches)")
-    methods = sorted(cfg["methods"])
-    datasets = sorted(cfg["datasets"])
+    methods, datasets = sorted(cfg["methods"]), sorted(cfg["datasets"])
     for m in ev.get("autoattack_methods") or []:
         if m not in cfg["methods"]:
             raise ConfigError(f"{source}: evaluation.autoattack_methods: unknown method {m!r}; allowed values: "
@@ -147,10 +147,17 @@ def _check_references(cfg: dict, source: str) -> None:
             extra = sorted(set(ds) - {"source", "n_train"})
             if extra:
                 raise ConfigError(f"{source}: datasets.{name}.{extra[0]} only applies to synthetic datasets")
-    _check_run_seeds(cfg, source)
+    _check_runs(cfg, source)
 
 
-def _check_run_seeds(cfg: dict, source: str) -> None:
+def steps_per_epoch(cfg: dict, dataset: str) -> int:
+    """Batches of an epoch: the train images (n_train, at most the source's) over batch_size, unless drop_last."""
+    ds, bs = cfg["datasets"][dataset], cfg["experiments"][dataset]["batch_size"]
+    n = min(SOURCE_TRAIN.get(ds["source"], ds.get("n_train")), ds.get("n_train") or SOURCE_TRAIN[ds["source"]])
+    return n // bs if cfg["training"].get("drop_last") and n >= bs else -(-n // bs)
+
+
+def _check_runs(cfg: dict, source: str) -> None:
     for key, ss in cfg.get("run_seeds", {}).items():
         known = {f"{dd}/{mm}" for dd, e in cfg["experiments"].items() for mm in e["methods"]} | {
             f"{dd}/{nn}" for dd, nn in variants(cfg)}
@@ -159,6 +166,11 @@ def _check_run_seeds(cfg: dict, source: str) -> None:
         if ss[0] != cfg["seeds"][0]:
             raise ConfigError(f"{source}: run_seeds.{key} must start with the first of seeds ({cfg['seeds'][0]}): "
                               "per-sample figures compare the models of that seed")
+    for run in cfg["training"]["checkpoint_runs"] if cfg["training"]["snapshot_steps"] else []:
+        per, epochs = steps_per_epoch(cfg, run.split("/")[0]), cfg["experiments"][run.split("/")[0]]["epochs"]
+        if max(cfg["training"]["snapshot_steps"]) >= epochs * per:
+            raise ConfigError(f"{source}: training.snapshot_steps = {cfg['training']['snapshot_steps']} must lie below the "
+                              f"{epochs * per} training steps of {run} ({epochs} epochs of {per} steps)")
 
 
 def dataset_shape(cfg: dict, dataset: str) -> tuple[int, int, int]:
@@ -217,6 +229,15 @@ def eval_attacks(cfg: dict, dataset: str, method: str) -> list[str]:
     only = cfg["evaluation"].get("autoattack_methods")
     keep_aa = only is None or base_method(cfg, dataset, method) in only
     return [a for a in cfg["evaluation"]["attacks"] if keep_aa or a != "autoattack"]
+
+
+def eval_step(cfg: dict, dataset: str, k: int) -> float:
+    """The step of the evaluation PGD-k and CW-k on `dataset` (docs/method.md#evaluation-step): the dataset attack's
+    step; under evaluation.step_rule `reach`, 2.5 · eps / k (Madry et al.'s rule) where k of it cannot cross the ball."""
+    att = cfg["experiments"][dataset]["attack"]
+    eps, step = float(att["eps"]), float(att["step"])
+    reach = cfg.get("evaluation", {}).get("step_rule", "fixed") == "reach"
+    return 2.5 * eps / k if reach and k * step < eps else step
 
 
 def train_attack(cfg: dict, dataset: str, method: str) -> AttackSpec:
@@ -310,34 +331,3 @@ def only_runs(cfg: dict, keep) -> dict:
         if values:
             out["sweeps"].append({**sw, "values": values})
     return out
-
-
-def find_checkout(start: str | os.PathLike = ".") -> Path | None:
-    """The project checkout at or above `start` (the folder holding the Snakefile and src/aalp), if any."""
-    start = Path(start).resolve()
-    for p in (start, *start.parents):
-        if (p / "Snakefile").is_file() and (p / "src" / "aalp").is_dir():
-            return p
-    return None
-
-
-def dvc_experiment_copy(checkout: str | os.PathLike | None) -> bool:
-    """Whether `checkout` is a temporary copy DVC made to run a queued experiment (.dvc/tmp/exps/...)."""
-    return checkout is not None and ".dvc/tmp/exps/" in Path(checkout).resolve().as_posix() + "/"
-
-
-def check_checkout(checkout: str | os.PathLike | None) -> None:
-    """Stop when Python imports another checkout's aalp than the project being run (two checkouts, one
-    venv): its code would run while this checkout's source files are tracked as the stages' inputs."""
-    if checkout is None:
-        return
-    checkout = Path(checkout).resolve()
-    if checkout != REPO_ROOT:
-        raise ConfigError(f"this project is {checkout} but Python imports aalp from {Path(__file__).resolve().parent}; "
-                          f"run `make setup` in {checkout} and use its .venv (source {checkout}/.venv/bin/activate)")
-
-
-def mirror_dir(cfg: dict) -> Path | None:
-    env = os.environ.get("AALP_DATA_MIRROR")
-    m = env if env else cfg["data"]["mirror"]
-    return Path(m) if m else None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import config as C
 
-FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12"]
+FIGURES = ["fig01", "fig02", "fig03", "fig04", "fig06", "fig07", "fig08", "fig09", "fig10", "fig11", "fig12",
+           "budget"]  # budget: AALP - ALP against the training budget, beyond the paper's figures
 TABLES = ["table1", "table2", "table3", "table4"]
 REPORT_ITEMS = FIGURES + TABLES  # one notebook, one report stage each
 
@@ -27,6 +28,7 @@ TITLES = {
     "fig10": "Fig. 10: Grad-CAM of adversarial samples over AALP training checkpoints",
     "fig11": "Fig. 11: clean vs adversarial confidence per test sample, ALP and AALP",
     "fig12": "Fig. 12: ALP vs AALP during training",
+    "budget": "Budget curve: AALP − ALP against the training budget",
     "table1": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)",
     "table2": "Table 2: accuracy (%) under attack, ours beside the paper's",
     "table3": "Table 3: Guided Dropout added to RAW, ADV and ALP",
@@ -52,12 +54,35 @@ def run_dir(dataset: str, method: str, seed: int) -> Path:
     return Path(RUN.format(dataset=dataset, method=method, seed=seed))
 
 
+# In a run folder: a kept snapshot's weights (as core/training.py names them), and its evaluation's folder
+# (metrics.json, eval.json, records.parquet; docs/method.md#budget-snapshots)
+CHECKPOINT = "checkpoints/step{step:07d}.pt"
+SNAPSHOT = "snapshots/step{step}"
+
+
+def snapshot_dir(dataset: str, method: str, seed: int, step: int) -> Path:
+    """The folder of the evaluation of one run's snapshot at `step` (`evaluate --snapshot`)."""
+    return run_dir(dataset, method, seed) / SNAPSHOT.format(step=step)
+
+
+def snapshot_checkpoint(dataset: str, method: str, seed: int, step: int) -> Path:
+    """The weights that snapshot_dir(dataset, method, seed, step) evaluates: an output of the run's training."""
+    return run_dir(dataset, method, seed) / CHECKPOINT.format(step=step)
+
+
+def snapshot_runs(cfg: dict) -> list[tuple[str, str, int, int]]:
+    """(dataset, method, seed, step) of every snapshot evaluation: each seed of each run of training.checkpoint_runs
+    in the matrix, at each of training.snapshot_steps (none by default)."""
+    keep, steps = set(cfg["training"].get("checkpoint_runs", [])), cfg["training"].get("snapshot_steps", [])
+    return [(d, m, s, n) for d, m, s in C.runs(cfg, sweeps=False) if f"{d}/{m}" in keep for n in steps]
+
+
 CLAIMS = FIGURES + ["table1", "table3", "table4"]  # the names with a claims/<name>.csv
 TABLE2_EXTRA = ("table2_checks", "autoattack_subset")  # the Table 2 item's other tables (report/masking.py)
 
 
 DATA = {"fig01": "csv", "fig02": "npz", "fig03": "csv", "fig04": "csv", "fig06": "csv", "fig07": "csv",
-        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv"}
+        "fig08": "npz", "fig09": "csv", "fig10": "npz", "fig11": "csv", "fig12": "csv", "budget": "csv"}
 
 
 def item_outputs(name: str, out_dir: str | Path = "reports") -> list[str]:
@@ -123,8 +148,9 @@ def stage_params(cfg: dict, stage: str, dataset: str | None = None, method: str 
                 f"methods.{base}", "training.device", "training.amp", "training.channels_last", "training.fused_adam",
                 "training.compile", "training.drop_last", "training.probe_size",
                 *(["training.checkpoint_every", "training.checkpoint_runs"] if series else []),
+                *(["training.snapshot_steps"] if series and cfg["training"].get("snapshot_steps") else []),
                 *(["training.group_seeds"] if cfg["training"].get("group_seeds") else []), "profile"]
-    if stage == "evaluate":
+    if stage in ("evaluate", "evaluate_snapshot"):  # a snapshot's: the evaluation's, its step given in the command
         return [f"{exp}.model", f"{exp}.attack", f"methods.{base}", "evaluation", "training.device"]
     if stage == "analyze":
         return [f"{exp}.model", f"{exp}.attack", "analysis", "evaluation.seed", "evaluation.n_samples", "training.device"]
@@ -142,6 +168,13 @@ def _get(cfg: dict, dotted: str):
     return node
 
 
+SNAPSHOT_ONLY = ("snapshot_attacks", "snapshot_samples")  # the evaluation keys only the snapshot stages read
+
+
 def fingerprint(cfg: dict, stage: str, dataset: str | None = None, method: str | None = None) -> str:
-    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes."""
-    return json.dumps({k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}, sort_keys=True)
+    """The values of a stage's params as one JSON string: Snakemake reruns a job when it changes (a run's
+    evaluation not when only the snapshot keys do)."""
+    values = {k: _get(cfg, k) for k in stage_params(cfg, stage, dataset, method)}
+    if stage == "evaluate":
+        values["evaluation"] = {k: v for k, v in values["evaluation"].items() if k not in SNAPSHOT_ONLY}
+    return json.dumps(values, sort_keys=True)

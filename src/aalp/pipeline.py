@@ -7,6 +7,7 @@ paper profile, configs/<name>/ for the others).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from pathlib import Path
 import yaml
 
 from . import config as C, deps
-from .layout import (CLAIMS, TABLE2_EXTRA, REPORT_INDEX, REPORT_ITEMS, REPORT_METRICS, RUN, fingerprint, item_caption,  # noqa: F401
-                     item_outputs, item_title, run_dir, run_files, stage_params)
+from .checkout import find_checkout
+from .layout import (CLAIMS, TABLE2_EXTRA, REPORT_INDEX, REPORT_ITEMS, REPORT_METRICS, RUN, SNAPSHOT, fingerprint,  # noqa: F401
+                     item_caption, item_outputs, item_title, run_dir, run_files, snapshot_checkpoint, snapshot_dir,
+                     snapshot_runs, stage_params)
 from .report.inputs import item_inputs as _item_inputs
 
 # The module each stage's command runs (`python -m aalp <stage>` dispatches to it). A stage's code
@@ -28,6 +31,7 @@ ENTRY = {
     "prepare": "aalp.core.data",
     "train": "aalp.core.training",
     "evaluate": "aalp.core.evaluation",
+    "evaluate_snapshot": "aalp.core.evaluation",  # `evaluate --snapshot N`: one kept snapshot's evaluation
     "analyze": "aalp.core.analysis",
     "report": "aalp.report.items",
     "index": "aalp.report.frontpage",
@@ -74,6 +78,10 @@ TEMPLATES = {
     "train_group": Template("python -m aalp train --dataset {dataset} --method {method} --seeds {seeds}", ()),
     "evaluate": Template("python -m aalp evaluate --dataset {dataset} --method {method} --seed {seed}",
                          (f"{RUN}/eval/records.parquet", f"{RUN}/eval/eval.json"), metrics=(f"{RUN}/eval/metrics.json",)),
+    # training.snapshot_steps: the kept snapshot of a checkpoint run at one step, evaluated (docs/method.md#budget-snapshots)
+    "evaluate_snapshot": Template("python -m aalp evaluate --dataset {dataset} --method {method} --seed {seed} --snapshot {step}",
+                                  (f"{RUN}/{SNAPSHOT}/records.parquet", f"{RUN}/{SNAPSHOT}/eval.json"),
+                                  metrics=(f"{RUN}/{SNAPSHOT}/metrics.json",)),
     "analyze": Template("python -m aalp analyze --dataset {dataset} --method {method} --seed {seed}",
                         tuple(f"{RUN}/analysis/{f}" for f in ("contributions.csv", "cam.npz", "checkpoints.csv",
                                                                "checkpoint_cams.npz")),
@@ -90,7 +98,7 @@ def analyzed(cfg: dict):
 
 def project_root(workdir: Path | str = ".") -> Path:
     """The checkout a profile belongs to: the nearest folder at or above workdir holding the Snakefile."""
-    return C.find_checkout(workdir) or C.REPO_ROOT
+    return find_checkout(workdir) or C.REPO_ROOT
 
 
 def repo_rel(workdir: Path | str = ".") -> str:
@@ -142,9 +150,9 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
     dd = cfg["data"]["dir"]
     out: list[Stage] = []
 
-    def make(kind, name, deps, dataset=None, method=None, seed=None, item=None):
+    def make(kind, name, deps, dataset=None, method=None, seed=None, item=None, step=None):
         t = TEMPLATES[kind]
-        kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed, item=item)
+        kw = dict(data_dir=dd, dataset=dataset, method=method, seed=seed, item=item, step=step)
         outs = item_outs(item) if kind == "report" else [o.format(**kw) for o in t.outs]
         return Stage(name, kind, t.cmd.format(**kw), deps + code_deps(kind, workdir, item), outs,
                      stage_params(cfg, kind, dataset, method), [o.format(**kw) for o in t.metrics],
@@ -155,6 +163,13 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
         out.append(make("prepare", f"prepare-{d}", [], d))
     analysed = set(analyzed(cfg))
     groups = {(d, m): seeds for d, m, seeds in train_groups(cfg)} if grouped(cfg) else {}
+    snaps: dict = {}  # (dataset, method, seed) -> its snapshot steps to evaluate, whose weights its training outputs
+    for d, m, s, n in snapshot_runs(cfg):
+        snaps.setdefault((d, m, s), []).append(n)
+
+    def train_outs(st, d, m, s):
+        return st.outs + [snapshot_checkpoint(d, m, s, n).as_posix() for n in snaps.get((d, m, s), [])]
+
     for d, m, s in C.runs(cfg):
         prep = out[used.index(d)]
         if (d, m) in groups:  # the group's one stage, before its first seed's evaluation
@@ -162,13 +177,18 @@ def stages(cfg: dict, workdir: Path | str = ".") -> list[Stage]:
             runs = [make("train", "", [], d, m, sd) for sd in seeds]
             t = TEMPLATES["train_group"]
             out.append(Stage(f"train-{d}-{m}", "train", t.cmd.format(dataset=d, method=m, seeds=" ".join(map(str, seeds))),
-                             list(prep.outs) + code_deps("train", workdir), [o for r in runs for o in r.outs],
+                             list(prep.outs) + code_deps("train", workdir),
+                             [o for r, sd in zip(runs, seeds) for o in train_outs(r, d, m, sd)],
                              stage_params(cfg, "train", d, m), plots=[p for r in runs for p in r.plots]))
         model = TEMPLATES["train"].outs[0].format(data_dir=dd, dataset=d, method=m, seed=s)
         if not grouped(cfg):
-            out.append(make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s))
+            tr = make("train", f"train-{d}-{m}-s{s}", [p for p in prep.outs], d, m, s)
+            out.append(dataclasses.replace(tr, outs=train_outs(tr, d, m, s)))
         ev = make("evaluate", f"evaluate-{d}-{m}-s{s}", [model] + prep.outs, d, m, s)
         out.append(ev)
+        for n in snaps.get((d, m, s), []):
+            out.append(make("evaluate_snapshot", f"evaluate-snapshot-{d}-{m}-s{s}-{n}",
+                            [snapshot_checkpoint(d, m, s, n).as_posix()] + prep.outs, d, m, s, step=n))
         if (d, m, s) in analysed:
             out.append(make("analyze", f"analyze-{d}-{m}-s{s}", [model] + prep.outs, d, m, s))
     for nb in notebooks():
@@ -192,13 +212,21 @@ def train_groups(cfg: dict) -> list[tuple[str, str, list[int]]]:
 
 def group_rule(stage: str) -> str:
     """The Snakemake rule of a group's training stage: its name as an identifier ('train-mnist-alp' ->
-    'train_group_mnist_alp'); the stage itself travels in the rule's params (sync.stage_name)."""
-    return "train_group_" + re.sub(r"\W", "_", stage[len("train-"):])
+    'train_group_mnist_alp'; a single run's, 'train-mnist-aalp-s0' -> 'train_run_mnist_aalp_s0'); the stage itself
+    travels in the rule's params (sync.stage_name)."""
+    return ("train_group_" if stage.count("-") == 2 else "train_run_") + re.sub(r"\W", "_", stage[len("train-"):])
+
+
+def rule_trains(cfg: dict) -> list[Stage]:
+    """The training stages that get a Snakemake rule each (workflow/rules/train.smk), with their outputs as dvc.yaml
+    has them: every seed group's (training.group_seeds) and, without groups, every run's that keeps snapshots to
+    evaluate (its outputs name the steps, which the wildcard rule `train` cannot)."""
+    return [st for st in stages(cfg) if st.kind == "train" and (grouped(cfg) or len(st.outs) > len(TEMPLATES["train"].outs))]
 
 
 def group_of(stage: str) -> tuple[str, str]:
-    """(dataset, method) of a group's training stage 'train-<dataset>-<method>' (names hold no '-')."""
-    _, d, m = stage.split("-", 2)
+    """(dataset, method) of a training stage 'train-<dataset>-<method>[-s<seed>]' (names hold no '-')."""
+    _, d, m = stage.split("-")[:3]
     return d, m
 
 
@@ -263,7 +291,7 @@ def smk_output(kind: str, data_dir: str = "data") -> dict[str, str]:
 
 
 def smk_shell(kind: str) -> str:
-    return re.sub(r"\{(dataset|method|seed)\}", r"{wildcards.\1}", TEMPLATES[kind].cmd)
+    return re.sub(r"\{(dataset|method|seed|step)\}", r"{wildcards.\1}", TEMPLATES[kind].cmd)
 
 
 def smk_targets(cfg: dict) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import config as C
 from .artifacts import code_version, read_json
-from .layout import report_outputs, run_dir, run_files
+from .layout import report_outputs, run_dir, run_files, snapshot_dir, snapshot_runs
 from .report.inputs import report_inputs
 
 # configs/mnist_cpu, the largest published set: 25 runs of per-sample records (10,000 test images under 9 attacks,
@@ -59,9 +59,11 @@ def _analysed(cfg: dict, d: str, m: str, s: int) -> bool:
 
 def run_result_files(cfg: dict, src: Path, d: str, m: str, s: int) -> list[str]:
     """One run's published files, relative to the set folder: provenance (run.json, eval/eval.json), RUN_FILES,
-    and its analysis summaries and arrays (analysed runs)."""
+    its snapshots' evaluations (training.snapshot_steps) and its analysis summaries and arrays (analysed runs)."""
     rd = run_dir(d, m, s)
     files = [(rd / f).as_posix() for f in ("run.json", "eval/eval.json", *RUN_FILES)]
+    files += [(snapshot_dir(*r) / f).as_posix() for r in snapshot_runs(cfg) if r[:3] == (d, m, s)
+              for f in ("metrics.json", "eval.json", "records.parquet")]
     if _analysed(cfg, d, m, s):
         files.append((rd / HASHED["analyze"]).as_posix())
         files += sorted(p.relative_to(src).as_posix() for p in (src / rd / "analysis").glob("*")

@@ -55,6 +55,8 @@ def stage_name(rule: str, wildcards: dict, params=None) -> str | None:
         return f"prepare-{w['dataset']}"
     if rule in JOB_KINDS:
         return f"{rule}-{w['dataset']}-{w['method']}-s{w['seed']}"
+    if rule == "evaluate_snapshot":
+        return f"evaluate-snapshot-{w['dataset']}-{w['method']}-s{w['seed']}-{w['step']}"
     if rule == "report":
         return "report"
     if rule.startswith("report_"):

@@ -182,6 +182,42 @@ def test_attack_groups():
         "fgsm": ["fgsm"], "pgd": ["pgd10", "pgd20"], "cw": ["cw10", "cw40"], "autoattack": ["autoattack"]}
 
 
+def test_attack_groups_split_by_step():
+    """With `reach` on MNIST (config.eval_step: k 10 -> 0.075, 20 -> 0.0375, else 0.01) PGD-10 and PGD-20 run alone
+    and PGD-40, PGD-100 share the trajectory at the dataset's step; the same for CW; FGSM and AutoAttack as before."""
+    steps = {10: 0.075, 20: 0.0375, 40: 0.01, 100: 0.01}
+    names = ["fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20", "cw40", "cw100", "autoattack"]
+    parsed = attacks.with_steps(names, steps.__getitem__, 0.01)
+    assert [(a.name, a.step) for a in parsed if a.kind == "pgd"] == [("pgd10", 0.075), ("pgd20", 0.0375),
+                                                                     ("pgd40", None), ("pgd100", None)]
+    groups = {g: [a.name for a in ms] for g, ms in attacks.attack_groups(parsed).items()}
+    assert groups == {"fgsm": ["fgsm"], "pgd@0.075": ["pgd10"], "pgd@0.0375": ["pgd20"], "pgd": ["pgd40", "pgd100"],
+                      "cw@0.075": ["cw10"], "cw@0.0375": ["cw20"], "cw": ["cw40", "cw100"], "autoattack": ["autoattack"]}
+    # one step for every k (`fixed`): the groups of before
+    fixed = attacks.attack_groups(attacks.with_steps(names, lambda k: 0.01, 0.01))
+    assert {g: [a.name for a in ms] for g, ms in fixed.items()} == {
+        "fgsm": ["fgsm"], "pgd": ["pgd10", "pgd20", "pgd40", "pgd100"], "cw": ["cw10", "cw20", "cw40", "cw100"],
+        "autoattack": ["autoattack"]}
+
+
+def test_an_attacks_own_step_is_the_step_it_runs_at(trained):
+    """EvalAttack.run and run_shared take a member's own step over the one they are given; run_shared refuses
+    members of different steps."""
+    model, x, y = trained
+    x, y = x[:16], y[:16]
+    own = attacks.EvalAttack.parse("pgd3", 0.02)
+    kw = dict(eps=0.05, kappa=20.0)
+    ran = own.run(model, x, y, step=0.005, generator=torch.Generator().manual_seed(2), **kw)
+    ref = attacks.pgd(model, x, y, eps=0.05, step=0.02, steps=3, generator=torch.Generator().manual_seed(2))
+    other = attacks.pgd(model, x, y, eps=0.05, step=0.005, steps=3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(ran, ref) and not torch.equal(ran, other)
+    shared = attacks.run_shared([attacks.EvalAttack.parse("pgd2", 0.02), own], model, x, y, step=0.005,
+                                generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(shared["pgd3"], ref)
+    with pytest.raises(ValueError, match="one step"):
+        attacks.run_shared([attacks.EvalAttack.parse("pgd2"), own], model, x, y, step=0.005, **kw)
+
+
 def test_pgd_prefixes_start_and_bad_checkpoints(model):
     x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
     out = attacks.pgd_prefixes(model, x, y, eps=0.1, step=0.03, checkpoints=[0, 1],

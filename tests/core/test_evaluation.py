@@ -321,11 +321,11 @@ def tiny_run(ci_params, tmp_path, monkeypatch):
     return cfg, rd, data.to_float(torch.from_numpy(d.test_x)), torch.from_numpy(d.test_y)
 
 
-def _separate_records(cfg, rd, x_all, y_all, name: str, seed_name: str) -> dict:
-    """The record columns of attack `name` run on its own, batch by batch, from a generator seeded as
-    evaluate seeds `seed_name` (run seed 0)."""
+def _separate_records(cfg, rd, x_all, y_all, name: str, seed_name: str, step: float | None = None) -> dict:
+    """The record columns of attack `name` (at its own `step`, if given) run on its own, batch by batch, from a
+    generator seeded as evaluate seeds `seed_name` (run seed 0)."""
     model = checkpoints.load_model(rd / "model.pt")
-    ecfg, atk = cfg["evaluation"], attacks.EvalAttack.parse(name)
+    ecfg, atk = cfg["evaluation"], attacks.EvalAttack.parse(name, step)
     eps, step = cfg["experiments"]["synthetic"]["attack"]["eps"], cfg["experiments"]["synthetic"]["attack"]["step"]
     g = torch.Generator().manual_seed(evaluation._attack_seed(ecfg["seed"] + 0, seed_name))
     cols = {f: [] for f in ("pred", "conf", "ce", "alp")}
@@ -363,6 +363,47 @@ def test_pgd_k_and_cw_k_records_are_separate_runs_from_the_groups_start(tiny_run
     assert sec["pgd5"] > 0 and sec["cw5"] > 0 and sec["pgd2"] == sec["pgd3"] == sec["cw2"] == 0.0
     metrics = json.loads((rd / "eval" / "metrics.json").read_text())
     assert sorted(metrics["accuracy"]) == sorted(["clean", *names])
+
+
+def test_the_step_rule_lets_pgd10_cross_the_ball(tiny_run, monkeypatch):
+    """MNIST's eps 0.3 and step 0.01 on the tiny run, attacks pgd10, pgd40 and cw10. Under `fixed` PGD-10 and CW-10
+    move at most 10 · 0.01 = 0.1 from their random start; under `reach` they run at 2.5 · 0.3 / 10 = 0.075 and move
+    farther, each alone (PGD-40 keeps 0.01), their records those of a PGD-10 at 0.075 from the generator of its
+    group 'pgd@0.075'; eval.json records the rule and each attack's step."""
+    cfg, rd, x_all, y_all = tiny_run
+    cfg = copy.deepcopy(cfg)
+    cfg["experiments"]["synthetic"]["attack"].update(eps=0.3, step=0.01)
+    cfg["evaluation"]["attacks"] = ["pgd10", "pgd40", "cw10"]
+    travel = []  # (step, largest distance of the iterate after 10 steps from the random start)
+    real = attacks.pgd_prefixes
+
+    def watched(*a, checkpoints, **k):
+        out = real(*a, checkpoints=[0, *checkpoints], **k)
+        if 10 in out:
+            travel.append((k["step"], float((out[10] - out[0]).abs().max())))
+        return {c: out[c] for c in checkpoints}
+
+    monkeypatch.setattr(attacks, "pgd_prefixes", watched)
+    evs = {}
+    for rule in ("fixed", "reach"):
+        cfg["evaluation"]["step_rule"] = rule
+        travel.clear()
+        evaluation.evaluate(cfg, "synthetic", "raw", 0, rd)
+        evs[rule] = (json.loads((rd / "eval" / "eval.json").read_text()), list(travel),
+                     pd.read_parquet(rd / "eval" / "records.parquet"))
+    ev, moved, _ = evs["fixed"]
+    assert len(moved) == 4 and max(d for _, d in moved) <= 0.1 + 1e-6  # pgd and cw, 2 batches each
+    assert ev["step_rule"] == "fixed" and ev["steps"] == {"pgd10": 0.01, "pgd40": 0.01, "cw10": 0.01}
+    assert ev["shared_trajectories"] == {"pgd": ["pgd10", "pgd40"], "cw": ["cw10"]}
+    ev, moved, rec = evs["reach"]
+    assert {s for s, _ in moved} == {0.075} and max(d for _, d in moved) > 0.1 + 1e-6
+    assert ev["step_rule"] == "reach" and ev["steps"] == {"pgd10": 0.075, "pgd40": 0.01, "cw10": 0.075}
+    assert ev["step"] == 0.01 and ev["evaluation"]["step_rule"] == "reach"
+    assert ev["shared_trajectories"] == {"pgd@0.075": ["pgd10"], "pgd": ["pgd40"], "cw@0.075": ["cw10"]}
+    monkeypatch.setattr(attacks, "pgd_prefixes", real)
+    ref = _separate_records(cfg, rd, x_all, y_all, "pgd10", "pgd@0.075", step=0.075)
+    np.testing.assert_array_equal(rec["pgd10_ce"].to_numpy(), ref["ce"])
+    assert not np.array_equal(evs["fixed"][2]["pgd10_ce"].to_numpy(), ref["ce"])
 
 
 def test_an_interrupted_evaluation_resumes_at_the_next_batch_with_the_same_records(tiny_run, monkeypatch):

@@ -51,9 +51,11 @@ def _evaluate_both(cfg, tmp_path):
     return _records(tmp_path / "group"), _records(tmp_path / "alone")
 
 
-def test_a_group_of_three_seeds_evaluates_each_seed_as_alone(three_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("rule", ["fixed", "reach"])
+def test_a_group_of_three_seeds_evaluates_each_seed_as_alone(three_models, tmp_path, monkeypatch, rule):
+    """Under step_rule `reach` (eps 0.07, step 0.025) PGD-2 and CW-2 run at 2.5 · 0.07 / 2 = 0.0875, each alone."""
     cfg = copy.deepcopy(three_models)
-    cfg["evaluation"]["attacks"] = ["fgsm", "pgd2", "pgd3", "cw2"]
+    cfg["evaluation"].update(attacks=["fgsm", "pgd2", "pgd3", "cw2"], step_rule=rule)
     monkeypatch.setattr(torch.Tensor, "float", lambda self, *a, **k: self.to(torch.float64))
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -73,6 +75,8 @@ def test_a_group_of_three_seeds_evaluates_each_seed_as_alone(three_models, tmp_p
     for s in SEEDS:
         m_g, m_a = (pd.read_json(tmp_path / w / f"s{s}" / "eval" / "metrics.json", typ="series") for w in ("group", "alone"))
         assert m_g["accuracy"] == m_a["accuracy"]
+        ev = pd.read_json(tmp_path / "group" / f"s{s}" / "eval" / "eval.json", typ="series")
+        assert set(ev["shared_trajectories"]) == ({"pgd", "cw"} if rule == "fixed" else {"pgd@0.0875", "pgd", "cw@0.0875"})
 
 
 def test_autoattack_runs_seed_by_seed_on_each_seeds_own_model(three_models, tmp_path):

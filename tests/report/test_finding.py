@@ -56,6 +56,22 @@ def test_check_rows_sort_each_fired_check_and_compare_autoattack_on_its_own_imag
     assert lines["warn"][0].startswith("toy/alp seed 3: PGD accuracy far above AutoAttack")
 
 
+def test_a_short_pgd_is_explained_by_the_reach_of_its_own_step():
+    """short_pgd_note reads each k's evaluation step (config.eval_step through check_rows): at 0.01 a PGD-10 moves
+    at most 0.1 < eps 0.3, which explains it staying above FGSM; under evaluation.step_rule `reach` it runs at
+    2.5 · 0.3 / 10 = 0.075 and can move 0.75, so the same accuracies are a warning."""
+    acc = {"fgsm": 81.4, "pgd10": 91.9, "pgd20": 85.0, "pgd100": 53.8}
+    assert "k · 0.01 ≤ 0.2 " in M.short_pgd_note(0.3, lambda k: 0.01, acc)
+    assert M.short_pgd_note(0.3, {10: 0.075, 20: 0.0375, 100: 0.01}.get, acc) == ""
+    assert "≤ 0.2 " in M.short_pgd_note(0.3, {10: 0.015, 20: 0.01, 100: 0.01}.get, acc)  # 10 · 0.015, 20 · 0.01
+    met = {"accuracy": acc, "n_samples_autoattack": 0, "checks": {"pgd_above_fgsm": True}}
+    cfg = {"experiments": {"toy": {"attack": {"eps": 0.3, "step": 0.01}}}, "evaluation": {"step_rule": "fixed"}}
+    assert M.check_rows(cfg, "toy", "raw", 0, met, {})[0]["kind"] == "explained"
+    cfg["evaluation"]["step_rule"] = "reach"
+    (row,) = M.check_rows(cfg, "toy", "raw", 0, met, {})
+    assert row["kind"] == "warn" and row["text"] == "PGD accuracy above FGSM: PGD-10 91.9, PGD-20 85.0 against FGSM 81.4"
+
+
 def test_accuracy_on_autoattacks_images_and_the_gap_to_the_strongest_pgd():
     records = pd.DataFrame({"sample": range(6), "label": [0, 1, 2, 3, 4, 5],
                             "pgd10_pred": [0, 1, 2, 0, 0, 0], "pgd100_pred": [0, 1, 9, 9, 4, 5],

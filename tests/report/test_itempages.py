@@ -99,8 +99,10 @@ def test_table4_has_delta_and_a_sentence_on_its_gap():
 
 def test_item_pages_link_the_previous_and_next_item():
     assert item_nav("fig01")["prev"] is None and item_nav("fig01")["next"]["href"] == "fig02.html"
-    assert item_nav("fig12")["next"] == {"href": "table1.html", "text": "Table 1",
-                                         "title": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)"}
+    assert item_nav("fig12")["next"] == {"href": "budget.html", "text": "Budget curve",
+                                         "title": "Budget curve: AALP − ALP against the training budget"}
+    assert item_nav("budget")["next"] == {"href": "table1.html", "text": "Table 1",
+                                          "title": "Table 1: confidence and losses of the Consistent and Inconsistent sets (ALP)"}
     assert item_nav("table4")["next"] is None and item_nav("fig06")["prev"]["text"] == "Fig. 4"
     html = page("Fig. 6", "<p>body</p>", nav=item_nav("fig06"))
     assert html.count('<a href="fig04.html" rel="prev"') == 2 and html.count('<a href="fig07.html" rel="next"') == 2

@@ -72,6 +72,11 @@ def test_departures_follow_the_parameters():
                                             "PGD-10, eps 0.04706 (12/255), step 0.01176 (3/255)"),
         ("test samples attacked", ""): ("1,000", "the whole test set"),
     }
+    cfg = copy.deepcopy(_paper())
+    cfg["evaluation"]["step_rule"] = "fixed"  # what a set that does not say takes (configs/mnist_cpu)
+    assert _rows(cfg) == {("evaluation step", ""): ("fixed: the dataset attack's step for every PGD-k and CW-k",
+                                                    "reach: 2.5 · eps / k where k of the dataset attack's steps "
+                                                    "cannot cross the ball")}
 
 
 def test_a_stand_in_dataset_is_compared_with_the_paper_dataset_of_its_model():

@@ -178,51 +178,68 @@ def fgsm(model, x, y, *, eps: float, amp: bool = False, **_) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EvalAttack:
-    """An evaluation attack by name: fgsm, pgd<k>, cw<k> or autoattack."""
+    """An evaluation attack by name: fgsm, pgd<k>, cw<k> or autoattack. step: a PGD-k's or CW-k's own step size
+    (evaluation.step_rule), or None for the step `run` is given, the dataset attack's."""
     name: str
     kind: str
     steps: int
+    step: float | None = None
 
     @classmethod
-    def parse(cls, name: str) -> "EvalAttack":
+    def parse(cls, name: str, step: float | None = None) -> "EvalAttack":
         m = re.fullmatch(r"(fgsm|pgd|cw|autoattack)(\d*)", name)
         if not m or (m.group(1) in ("pgd", "cw")) != bool(m.group(2)):
             raise ValueError(f"unknown attack {name!r}; allowed: fgsm, pgd<k>, cw<k>, autoattack")
-        return cls(name, m.group(1), int(m.group(2) or (1 if m.group(1) == "fgsm" else 0)))
+        return cls(name, m.group(1), int(m.group(2) or (1 if m.group(1) == "fgsm" else 0)),
+                   step if m.group(1) in SHARED_KINDS else None)
 
     def run(self, model, x, y, *, eps: float, step: float, kappa: float = 50.0, generator=None, amp: bool = False,
             seed: int = 0, aa_steps: int = 100, aa_queries: int = 5000) -> torch.Tensor:
         if self.kind == "fgsm":
             return fgsm(model, x, y, eps=eps, amp=amp)
         if self.kind in ("pgd", "cw"):
-            return pgd(model, x, y, eps=eps, step=step, steps=self.steps, random_start=True,
-                       loss="ce" if self.kind == "pgd" else "cw", kappa=kappa, generator=generator, amp=amp)
+            return pgd(model, x, y, eps=eps, step=step if self.step is None else self.step, steps=self.steps,
+                       random_start=True, loss="ce" if self.kind == "pgd" else "cw", kappa=kappa, generator=generator,
+                       amp=amp)
         return autoattack(model, x, y, eps=eps, seed=seed, steps=aa_steps, queries=aa_queries)
 
 
-SHARED_KINDS = ("pgd", "cw")  # attack kinds whose members of different k share one trajectory
+SHARED_KINDS = ("pgd", "cw")  # attack kinds whose members of different k share one trajectory where they share a step
+
+
+def with_steps(names: Iterable[str], step_of, step: float) -> list[EvalAttack]:
+    """The attacks `names`, each PGD-k and CW-k with its own step step_of(k) where that differs from `step` (the
+    dataset attack's, which the others take): config.eval_step (docs/method.md#evaluation-step)."""
+    out = [EvalAttack.parse(n) for n in names]
+    return [EvalAttack(a.name, a.kind, a.steps, s) if a.kind in SHARED_KINDS and (s := step_of(a.steps)) != step
+            else a for a in out]
 
 
 def attack_groups(attacks: list[EvalAttack]) -> dict[str, list[EvalAttack]]:
-    """The evaluation attacks as units of work, in order of first appearance: all PGD-k form the group
-    'pgd' and all CW-k the group 'cw' (each one shared trajectory, `run_shared`); every other attack is
-    a group of its own, keyed by its name."""
+    """The evaluation attacks as units of work, in order of first appearance: the PGD-k of one step form one
+    group (one shared trajectory, `run_shared`), and so do the CW-k; the group at the dataset attack's step (no
+    own step) is keyed 'pgd' or 'cw', one at its own step s 'pgd@<s>' or 'cw@<s>'. Every other attack is a
+    group of its own, keyed by its name."""
     groups: dict[str, list[EvalAttack]] = {}
     for a in attacks:
-        groups.setdefault(a.kind if a.kind in SHARED_KINDS else a.name, []).append(a)
+        key = a.name if a.kind not in SHARED_KINDS else a.kind if a.step is None else f"{a.kind}@{a.step:g}"
+        groups.setdefault(key, []).append(a)
     return groups
 
 
 def run_shared(members: list[EvalAttack], model, x, y, *, eps: float, step: float, kappa: float = 50.0,
                generator=None, amp: bool = False) -> dict[str, torch.Tensor]:
-    """PGD-k (or CW-k) for every member k from one random start and one trajectory of the largest k:
-    {name: (B, C, H, W) adversarial examples}, each equal to the member's own `run` from the same
-    generator state."""
-    kinds = {a.kind for a in members}
-    if len(kinds) != 1 or not kinds <= set(SHARED_KINDS):
-        raise ValueError(f"run_shared needs PGD-k or CW-k attacks of one kind, got {[a.name for a in members]}")
-    adv = pgd_prefixes(model, x, y, eps=eps, step=step, checkpoints=[a.steps for a in members], random_start=True,
-                       loss="ce" if kinds == {"pgd"} else "cw", kappa=kappa, generator=generator, amp=amp)
+    """PGD-k (or CW-k) for every member k from one random start and one trajectory of the largest k, at the
+    members' common step (their own, or `step` where they have none): {name: (B, C, H, W) adversarial examples},
+    each equal to the member's own `run` from the same generator state."""
+    kinds, steps = {a.kind for a in members}, {a.step for a in members}
+    if len(kinds) != 1 or not kinds <= set(SHARED_KINDS) or len(steps) != 1:
+        raise ValueError(f"run_shared needs PGD-k or CW-k attacks of one kind and one step, got "
+                         f"{[(a.name, a.step) for a in members]}")
+    own = steps.pop()
+    adv = pgd_prefixes(model, x, y, eps=eps, step=step if own is None else own, checkpoints=[a.steps for a in members],
+                       random_start=True, loss="ce" if kinds == {"pgd"} else "cw", kappa=kappa, generator=generator,
+                       amp=amp)
     return {a.name: adv[a.steps] for a in members}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,12 @@ def make_synthetic(shape, n_train: int, n_test: int, seed: int, noise: float = S
     return train_x, train_y, test_x, test_y
 
 
+def mirror_dir(cfg: dict) -> Path | None:
+    """The folder of original files for offline machines: AALP_DATA_MIRROR, else data.mirror (None: none)."""
+    m = os.environ.get("AALP_DATA_MIRROR") or cfg["data"]["mirror"]
+    return Path(m) if m else None
+
+
 def prepare(cfg: dict, name: str) -> dict:
     """Produce the prepared copy of dataset `name` under data.dir; returns its manifest."""
     ds = cfg["datasets"][name]
@@ -171,7 +178,7 @@ def prepare(cfg: dict, name: str) -> dict:
     else:
         from . import sources
 
-        mirror = C.mirror_dir(cfg)
+        mirror = mirror_dir(cfg)
         log.info("fetching %s (mirror: %s, download allowed: %s)", ds["source"], mirror, cfg["data"]["download"])
         try:
             arrays = sources.fetch(ds["source"], Path(cfg["data"]["raw_dir"]) / ds["source"], mirror=mirror,

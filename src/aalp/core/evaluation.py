@@ -6,7 +6,8 @@ the Consistent / Inconsistent sets): A_pred, A_conf, A_ce and A_alp (ALP loss ag
 and autoattack_by: the AutoAttack component that first flipped the sample ('clean' if misclassified
 clean, '' if robust or beyond AutoAttack's subset). metrics.json: accuracies (percent), the Consistent
 share, the gradient-masking `checks` and `autoattack_by` (samples of the subset per component).
-All PGD-k attacks are read off one PGD trajectory of the largest k at step k, all CW-k off another.
+The PGD-k attacks of one step are read off one PGD trajectory of the largest k at step k, the CW-k off another;
+each PGD-k's and CW-k's step is config.eval_step's (evaluation.step_rule, docs/method.md#evaluation-step).
 Definitions: docs/method.md#records, #consistency-sets and #gradient-masking-checks.
 An evaluation resumes: after every batch eval/resume.pt holds the records so far and the attack generators'
 states, so a rerun after an interruption continues with the next batch and writes the same records as an
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from .. import config as C
 from ..artifacts import atomic_path, provenance, write_json
 from .attacks import (AUTOATTACK_COMPONENTS, SHARED_KINDS, EvalAttack, attack_groups, autoattack, autocast, into_ball, pgd,
-                      run_shared)
+                      run_shared, with_steps)
 from .checks import AUTOATTACK_FLAGS, class_shares, collapse_checks, resolution_tolerance, sanity_checks  # noqa: F401 (re-exported)
 from .data import load_prepared, to_float
 from .sets import consistency_sets  # noqa: F401  (re-exported: the sets are defined on records)
@@ -85,25 +86,35 @@ class _Run:
     cols: dict
     timings: dict
     aa_by: list = field(default_factory=list)
+    out: str = "eval"  # the output folder in run_dir
+    extra: dict = field(default_factory=dict)  # written into metrics.json, and into eval.json as `snapshot`
 
     @property
     def resume(self) -> Path:
-        return self.run_dir / "eval" / "resume.pt"
+        return self.run_dir / self.out / "resume.pt"
 
 
 def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_dir: str | Path | list,
-             code_hash: str | None = None) -> dict | list[dict]:
+             code_hash: str | None = None, *, model_file: str = "model.pt", attacks: list[str] | None = None,
+             n_samples: int | None = None, out: str = "eval", extra: dict | None = None) -> dict | list[dict]:
     """Attack the trained model of run_dir with the set's evaluation attacks into run_dir/eval/: records.parquet
     (one row per test sample), metrics.json (accuracies in percent, sanity checks) and eval.json (provenance,
     with code_hash: the digest of the stage's source files). Returns the metrics. With lists of seeds and run
     folders, the seeds' models run as one group (docs/method.md#seed-groups) through FGSM, PGD-k, CW-k and the
-    training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed."""
+    training attack, each seed's random starts from its own generators; AutoAttack runs seed by seed.
+    A snapshot's evaluation (cli `evaluate --snapshot`) gives the weights file (model_file) and output folder (out)
+    in run_dir, the attacks and the first n_samples test images (all attacked by AutoAttack too) and extra
+    ({"step": N}), which metrics.json records (eval.json as "snapshot")."""
     single = isinstance(seed, int)
     seeds, dirs = ([seed], [Path(run_dir)]) if single else (list(seed), [Path(d) for d in run_dir])
     S = len(seeds)
     ecfg = cfg["evaluation"]
     exp = cfg["experiments"][dataset]
-    attacks = [EvalAttack.parse(a) for a in C.eval_attacks(cfg, dataset, method)]  # autoattack_methods applied
+    eps, step = exp["attack"]["eps"], exp["attack"]["step"]
+    # autoattack_methods applied; each PGD-k and CW-k at its step (docs/method.md#evaluation-step)
+    attacks = with_steps(C.eval_attacks(cfg, dataset, method) if attacks is None else attacks,
+                         lambda k: C.eval_step(cfg, dataset, k), step)
+    steps = {a.name: step if a.step is None else a.step for a in attacks if a.kind in SHARED_KINDS}
     train_atk = C.train_attack(cfg, dataset, C.base_method(cfg, dataset, method))  # a sweep run: its base's
     device = select_device(cfg["training"]["device"])
     # Float32 whatever training.amp: bf16 attacks were to be used only where a test on a trained model shows
@@ -111,15 +122,15 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     # (this machine has no native bf16). training.amp speeds training only (docs/method.md#speed-options).
     amp = False
     data = load_prepared(cfg["data"]["dir"], dataset)
-    n = len(data.test_x) if ecfg["n_samples"] is None else min(ecfg["n_samples"], len(data.test_x))
+    limit = ecfg["n_samples"] if n_samples is None else n_samples
+    n = len(data.test_x) if limit is None else min(limit, len(data.test_x))
     x_all = torch.from_numpy(data.test_x[:n]).to(device)
     y_all = torch.from_numpy(data.test_y[:n]).to(device)
-    eps, step = exp["attack"]["eps"], exp["attack"]["step"]
-    n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
+    n_aa = n if ecfg["autoattack_samples"] is None or n_samples else min(ecfg["autoattack_samples"], n)
     if n_aa < n and n_aa % ecfg["batch_size"]:
         raise ValueError(f"evaluation.autoattack_samples ({n_aa}) must be a multiple of evaluation.batch_size "
                          f"({ecfg['batch_size']})")
-    groups = attack_groups(attacks)  # PGD-k share one trajectory, CW-k another (docs/method.md#shared-trajectories)
+    groups = attack_groups(attacks)  # PGD-k of one step share a trajectory, CW-k too (docs/method.md#shared-trajectories)
     labels = {g: _group_label(ms) for g, ms in groups.items()}
     names = [a.name for a in attacks] + ["train"]
     owner = {g: max(ms, key=lambda a: a.steps).name for g, ms in groups.items()} | {"train": "train"}
@@ -127,20 +138,22 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
     for sd, rd in zip(seeds, dirs):
         base = ecfg["seed"] + sd
         # one generator per group: the members of a shared trajectory share its random start
-        runs.append(_Run(sd, rd, load_model(rd / "model.pt", expect_model=exp["model"], expect_shape=data.shape,
+        runs.append(_Run(sd, rd, load_model(rd / model_file, expect_model=exp["model"], expect_shape=data.shape,
                                             device=device),
-                         _fingerprint(rd / "model.pt", ecfg, names, n, n_aa, eps, step, vars(train_atk), amp, device,
-                                      code_hash),
+                         _fingerprint(rd / model_file, ecfg, names, n, n_aa, eps, step, steps, vars(train_atk), amp,
+                                      device, code_hash),
                          {g: torch.Generator(device=device).manual_seed(_attack_seed(base, g)) for g in [*groups, "train"]},
                          {k: [] for k in ["label", "clean_pred", "clean_conf",
                                           *(f"{a}_{f}" for a in names for f in ("pred", "conf", "ce", "alp"))]},
                          # attack_seconds: a shared trajectory's time goes to its largest k (what a separate run of it
                          # costs), 0.0 to the other members; a group's attack time is split evenly between its seeds
-                         dict.fromkeys(names, 0.0)))
+                         dict.fromkeys(names, 0.0), out=out, extra=dict(extra or {})))
     model = runs[0].model if S == 1 else grouped.stack([r.model for r in runs])
     who = f"{dataset}/{method}/s{','.join(map(str, seeds))}"
-    log.info("evaluate %s on %s%s: %d test samples, eps %.4g, step %.4g, attacks %s (+ training attack %s)",
-             who, device, f" as one group of {S}" if S > 1 else "", n, eps, step, ", ".join(labels.values()), train_atk)
+    own = ", ".join(f"{a} {s:.4g}" for a, s in steps.items() if s != step)
+    log.info("evaluate %s on %s%s: %d test samples, eps %.4g, step %.4g%s, attacks %s (+ training attack %s)",
+             who, device, f" as one group of {S}" if S > 1 else "", n, eps, step, f" (own steps: {own})" if own else "",
+             ", ".join(labels.values()), train_atk)
 
     bs = ecfg["batch_size"]
     start = 0
@@ -230,7 +243,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
                 if g == "train":
                     advs = {g: pgd(model, xg, yg, eps=train_atk.eps, step=train_atk.step, steps=train_atk.steps,
                                    random_start=train_atk.random_start, generator=gen(g), amp=amp)}
-                elif g in SHARED_KINDS:
+                elif groups[g][0].kind in SHARED_KINDS:
                     advs = run_shared(groups[g], model, xg, yg, eps=eps, step=step, kappa=ecfg["cw_kappa"],
                                       generator=gen(g), amp=amp)
                 else:
@@ -244,7 +257,7 @@ def evaluate(cfg: dict, dataset: str, method: str, seed: int | list[int], run_di
                 save_resume(i + bs)
     finally:
         bar.close()
-    metrics = [_finish(r, n, n_aa, names, groups, ecfg, eps, step, train_atk, device, dataset, method, code_hash)
+    metrics = [_finish(r, n, n_aa, names, groups, ecfg, eps, step, steps, train_atk, device, dataset, method, code_hash)
                for r in runs]
     return metrics[0] if single else metrics
 
@@ -256,9 +269,11 @@ def _append(r: _Run, a: str, la: torch.Tensor, lc: torch.Tensor, y: torch.Tensor
     r.cols[f"{a}_alp"].append(alp_pairing(lc, la))
 
 
-def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, train_atk, device, dataset, method, code_hash) -> dict:
-    """One seed's records.parquet, metrics.json and eval.json from what it recorded."""
-    seed, out = r.seed, r.run_dir / "eval"
+def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, steps, train_atk, device, dataset, method,
+            code_hash) -> dict:
+    """One seed's records.parquet, metrics.json and eval.json from what it recorded; step: the dataset attack's,
+    steps: each PGD-k's and CW-k's."""
+    seed, out = r.seed, r.run_dir / r.out
     records = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in r.cols.items()})
     records.insert(0, "sample", np.arange(n))
     if "autoattack" in names:  # '' beyond AutoAttack's subset and for robust samples
@@ -287,16 +302,18 @@ def _finish(r: _Run, n, n_aa, names, groups, ecfg, eps, step, train_atk, device,
     if "autoattack" in names:  # how many samples of the subset each component flipped ('robust': none did)
         counts = records.autoattack_by[records["sample"] < n_aa].replace("", "robust").value_counts()
         metrics["autoattack_by"] = {k: int(counts.get(k, 0)) for k in ("clean", *AUTOATTACK_COMPONENTS, "robust")}
+    metrics.update(r.extra)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "records.parquet") as tmp:
         records.to_parquet(tmp, index=False)
-    write_json(out / "eval.json", provenance(str(device), seed=seed, evaluation=ecfg, eps=eps, step=step,
+    write_json(out / "eval.json", provenance(str(device), seed=seed, evaluation=ecfg, eps=eps, step=step, steps=steps,
+                                             step_rule=ecfg.get("step_rule", "fixed"),
                                              train_attack=vars(train_atk),
                                              dataset=dataset, method=method,
                                              shared_trajectories={g: [a.name for a in ms] for g, ms in groups.items()
-                                                                  if g in SHARED_KINDS},
+                                                                  if ms[0].kind in SHARED_KINDS},
                                              attack_seconds={k: round(v, 3) for k, v in timings.items()},
-                                             code_hash=code_hash))
+                                             code_hash=code_hash, **({"snapshot": r.extra} if r.extra else {})))
     write_json(out / "metrics.json", metrics)
     r.resume.unlink(missing_ok=True)
     fired = [k for k, v in metrics["checks"].items() if v]

@@ -3,7 +3,8 @@ the objective and whether Guided Dropout masks the logits layer's input.
 
 Outputs of a run folder: model.pt (final weights), history.csv (per-epoch probe metrics),
 probe.parquet (per-sample probe records per epoch), run.json (seed, params, code version, device),
-checkpoints/step<N>.pt every training.checkpoint_every steps for the runs of training.checkpoint_runs.
+checkpoints/step<N>.pt (N zero-padded to 7 digits) every training.checkpoint_every steps and at each step of
+training.snapshot_steps for the runs of training.checkpoint_runs.
 resume.pt holds the state to resume from.
 """
 from __future__ import annotations
@@ -53,9 +54,10 @@ def select_device(pref: str = "auto") -> torch.device:
 
 
 def _fingerprint(spec: RunSpec, manifest: dict, training: dict) -> str:
+    snaps = {"snapshot_steps": training["snapshot_steps"]} if spec.snapshots and training.get("snapshot_steps") else {}
     return json.dumps({"spec": dataclasses.asdict(spec), "data": manifest["sha256"],
                        "training": {k: training.get(k) for k in ("amp", "channels_last", "checkpoint_every", "probe_size",
-                                                                "fused_adam", "compile", "drop_last")}},
+                                                                "fused_adam", "compile", "drop_last")} | snaps},
                       sort_keys=True)
 
 
@@ -208,6 +210,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
             save_model(path_of(i), model if S == 1 else single, spec.model, data.shape, extra(i))
 
     every = tcfg["checkpoint_every"]
+    kept = set(tcfg.get("snapshot_steps") or []) if spec.snapshots else set()  # snapshots besides every's multiples
     per_epoch = min(n, n_batches * bs)
     bar = tqdm(total=S * spec.epochs * per_epoch, initial=S * min(spec.epochs * per_epoch, epoch * per_epoch + batch_idx * bs),
                unit="img", unit_scale=True, desc=name, file=sys.stderr, dynamic_ncols=True,
@@ -230,7 +233,7 @@ def train(cfg: dict, spec: RunSpec | list[RunSpec], out_dir: str | Path | list, 
                 step += 1
                 watch.update(terms["loss"], step)
                 bar.update(len(idx))
-                if every and step % every == 0:
+                if (every and step % every == 0) or step in kept:
                     watch.check(runs, trainer.nonfinite, resumes)  # before the snapshot and the resume point
                     if spec.snapshots:
                         save_models(lambda i: outs[i] / "checkpoints" / f"step{step:07d}.pt", lambda i: {"step": step})

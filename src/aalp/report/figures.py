@@ -155,3 +155,65 @@ METRIC_LABELS = {"n50": "n50: features holding 50 % of the contribution",
 
 def metric_label(k: str) -> str:
     return METRIC_LABELS.get(k, k)
+
+
+# The budget curve's points (data/budget.csv): this set's snapshots and final models on one line, the reference
+# set (another training attack) and the paper apart.
+POINTS = {"snapshot": "snapshot", "final": "final model", "reference": "reference set", "paper": "paper"}
+
+
+def budget_figure(df: pd.DataFrame):
+    """The budget curve of data/budget.csv: a panel per dataset and attack, x the training steps (log scale, a tick
+    at each point), y AALP − ALP in points; this set's snapshots and final models joined, mean ± 95% t half-width
+    over seeds (black, error bars; n seeds beside each point), the reference set's point (open square, its training
+    attack in the legend), the paper's Table 2 gain (red diamond, no interval) and a line at 0. Returns the figure."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    panels = list(dict.fromkeys(zip(df.dataset, df.attack)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
+    for ax, (d, a) in zip(axes[0], panels):
+        g = df[(df.dataset == d) & (df.attack == a)].sort_values("step")
+        ax.axhline(0, color="0.5", lw=0.8, zorder=0)
+        for point, style in (("ours", {"fmt": "-o", "color": color("aalp")}),
+                             ("reference", {"fmt": "s", "color": "0.3", "mfc": "white"})):
+            p = g[g.point.isin(["snapshot", "final"])] if point == "ours" else g[g.point == point]
+            if p.empty:
+                continue
+            ax.errorbar(p.step, p["mean"], yerr=p.half.fillna(0.0), ms=4, capsize=2, lw=1,
+                        label=p.training.iloc[0] + (", this set" if point == "ours" else ""),
+                        **style)
+            for r in p.itertuples():
+                ax.annotate(f"n={r.n_seeds}", (r.step, r.mean), xytext=(4, 4), textcoords="offset points", fontsize=6)
+        paper = g[g.point == "paper"]
+        if len(paper):
+            ax.plot(paper.step, paper["mean"], "D", color="tab:red", ms=5, label=paper.training.iloc[0])
+        ax.set_xscale("log")
+        steps = sorted(g.step.unique())
+        ax.xaxis.set_major_locator(FixedLocator(steps))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{s:,}" for s in steps], rotation=30, ha="right")
+        ax.set_xlim(min(steps) / 1.6, max(steps) * 1.6)
+        ax.set_xlabel("training steps (log scale)")
+        ax.set_ylabel("AALP − ALP (points of accuracy)")
+        ax.set_title(f"{d}: {attack_name(a)}")
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def budget_points_html(df: pd.DataFrame) -> str:
+    """The budget curve's points as a table: step, which point, training, what it is measured on (the file and
+    the test images), seeds, AALP − ALP (mean ± 95% t half-width), ALP and AALP's mean accuracies."""
+    from .tablehtml import html_table, minus
+
+    rows = []
+    for r in df.itertuples():
+        iv = "" if r.n_seeds == 0 else f"{r.mean:.2f}" + (f" ± {r.half:.2f}" if r.n_seeds > 1 else " (1 seed)")
+        rows.append([f"{r.dataset}, {attack_name(r.attack)}", {"text": f"{int(r.step):,}", "cls": "num"},
+                     POINTS.get(r.point, r.point), r.training, r.source,
+                     {"text": "" if r.n_samples != r.n_samples else f"{int(r.n_samples):,}", "cls": "num"},
+                     {"text": str(r.n_seeds) if r.n_seeds else "", "cls": "num"},
+                     {"text": minus(iv if r.n_seeds else f"{r.mean:.2f}"), "cls": "num"},
+                     {"text": f"{r.alp_mean:.2f}", "cls": "num"}, {"text": f"{r.aalp_mean:.2f}", "cls": "num"}])
+    return html_table(["attack", "step", "point", "training", "measured on", "test images", "seeds",
+                       "AALP − ALP", "ALP", "AALP"], rows, cls="budget")

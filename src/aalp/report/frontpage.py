@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import config as C
 from ..artifacts import atomic_path, read_json
-from ..layout import CLAIMS, REPORT_ITEMS, TITLES, fingerprint, index_outputs, run_dir
+from ..layout import CLAIMS, FIGURES, REPORT_ITEMS, TITLES, fingerprint, index_outputs, run_dir
 from . import stats as S
 from .claims import claims_dict
 from .finding import finding_section
@@ -92,7 +92,7 @@ def tiles(table: pd.DataFrame, needs: dict[str, str]) -> list[dict]:
     for item in REPORT_ITEMS:
         rows = table[table["item"] == item] if len(table) else table
         decisive = "; ".join(f"{r.dataset}: {r.part} = {interval_text(r._asdict())}" for r in rows.itertuples(index=False))
-        out.append({"item": item, "title": TITLES[item], "figure": item.startswith("fig") and not needs.get(item),
+        out.append({"item": item, "title": TITLES[item], "figure": item in FIGURES and not needs.get(item),
                     "note": needs.get(item) or decisive})
     return out
 

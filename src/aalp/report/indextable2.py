@@ -10,6 +10,7 @@ import pandas as pd
 
 from .. import config as C
 from . import stats as S
+from .anchors import anchors, anchors_note, cell_anchors
 from .claims import per_seed
 from .masking import KIND_TEXT, attack_name, fired_lists
 from .units import DIFF_POINTS, UNITS, metric_label, no_paper_text, sample_counts
@@ -54,8 +55,10 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
     """Table 2, one block of rows per dataset: each cell the mean ± 95% t half-width over seeds (n per row,
     or per cell where a row's cells differ), the paper's number and the difference; the sample count in the
     heading of a column measured on fewer samples (AutoAttack), whose cell also gives the strongest PGD-k on
-    the same samples; the sentence that replaces the paper's numbers on a dataset the paper did not use; the
-    training-attack column and what it measures; and the checks that fired (masking.fired_lists)."""
+    the same samples; under the paper's number, independent implementations of the same protocol (anchors.py:
+    per cell 'anchors', per dataset the sentence naming them); the sentence that replaces the paper's numbers on a
+    dataset the paper did not use; the training-attack column and what it measures; and the checks that fired
+    (masking.fired_lists)."""
     t = pd.read_csv(out_dir / "tables" / "table2.csv")
     checks = pd.read_csv(out_dir / "tables" / "table2_checks.csv")
     subset = pd.read_csv(out_dir / "tables" / "autoattack_subset.csv")
@@ -65,6 +68,8 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
     datasets = []
     for d, gd in t.groupby("dataset", sort=False):
         rows = []
+        source, model = gd.source.iloc[0], gd.model.iloc[0]
+        anchor = anchors(source)
         for m, g in gd.groupby("method", sort=False):
             cells, ns = [], set()
             for metric in metrics:
@@ -76,7 +81,8 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
                 iv = S.t_interval(list(per_seed(r).values()))
                 ns.add(iv.n)
                 cell = {"ours": f"{iv.mean:.2f} ± {iv.half:.2f}" if iv.n > 1 else f"{iv.mean:.2f}", "n": iv.n,
-                        "paper": None, "same": _subset_cell(subset, d, m) if metric == "autoattack" else ""}
+                        "paper": None, "same": _subset_cell(subset, d, m) if metric == "autoattack" else "",
+                        "anchors": cell_anchors(anchor, m, metric, model)}
                 paper = r["paper"]
                 if isinstance(paper, float) and not math.isnan(paper):
                     delta = iv.mean - paper
@@ -84,10 +90,10 @@ def table2_section(cfg: dict, out_dir: Path) -> dict:
                                 far=abs(delta) > DIFF_POINTS)
                 cells.append(cell)
             rows.append({"method": m, "n": ns.pop() if len(ns) == 1 else None, "cells": cells})
-        source = gd.source.iloc[0]
         has_paper = gd.paper.notna().any()
-        datasets.append({"name": d, "source": source, "model": gd.model.iloc[0], "rows": rows,
-                         "no_paper": None if has_paper else no_paper_text(d, source, "table2")})
+        datasets.append({"name": d, "source": source, "model": model, "rows": rows,
+                         "no_paper": None if has_paper else no_paper_text(d, source, "table2"),
+                         "anchors": anchors_note(anchor, model)})
     return {"metrics": [metric_label(m, counts) for m in metrics], "datasets": datasets, "units": UNITS, "diff_points": f"{DIFF_POINTS:g}",
             "n_checks": len(checks), "train": train_text(cfg) if "train" in metrics else "",
             "heads": KIND_TEXT, **fired_lists(checks)}

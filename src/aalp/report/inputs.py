@@ -14,6 +14,7 @@ import pandas as pd
 from .. import config as C
 from ..artifacts import read_json
 from ..layout import FIGURES, TABLES, TITLES, run_dir
+from .budgetplan import PAIR, budget_datasets, reference, snapshot_metrics
 
 REPORT_NOTEBOOKS = FIGURES + TABLES
 
@@ -188,6 +189,14 @@ def needs(cfg: dict, name: str) -> str:
             return ""
         return (f"This set keeps no training checkpoints: {_item(name)} needs AALP on {aalp_d} saved at intervals "
                 "during training (a checkpoint run in the set's parameters).")
+    if name == "budget":
+        if budget_datasets(cfg):
+            return ""
+        pair_d = next((d for d in datasets if set(PAIR) <= set(cfg["experiments"].get(d, {}).get("methods", []))),
+                      datasets[0])
+        return (f"This set evaluates no training snapshots of ALP and AALP: the budget curve needs both trained on "
+                f"{pair_d} and evaluated at several steps before the end of training (snapshot steps for ALP and "
+                "AALP in the set's parameters).")
     if name == "table2":
         return ""
     raise ValueError(name)
@@ -225,6 +234,12 @@ def item_inputs(cfg: dict, name: str) -> list[Path]:
                 + [records_path(d, m, s) for d, m, s in C.runs(cfg) if "autoattack" in C.eval_attacks(cfg, d, m)])
     if name == "table3":
         return [metrics_path(d, m, s) for d, a, b in gd_pairs(cfg) for m in (a, b) for s in ss(d, m)]
+    if name == "budget":  # the snapshots, the final models' records (and their AutoAttack count), the reference
+        refs = {d: reference(cfg, d) for d in budget_datasets(cfg)}
+        return [p for d, ref in refs.items()
+                for p in [*snapshot_metrics(cfg, d),
+                          *(f(d, m, s) for m in PAIR for s in ss(d, m) for f in (records_path, metrics_path)),
+                          *(ref.files() if ref else [])]]
     raise ValueError(name)
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path
 from ..layout import CLAIMS, DATA, TITLES, item_outputs
+from .budget import budget_curve
 from .figdata import (adversarial_confidence, cam_grid, checkpoint_cams, checkpoint_series, confidence_scatter,
                       contribution_curves, probe_alp_by_set, sweep_accuracy, training_curves)
 from .gdpairs import table3_title
@@ -49,6 +50,8 @@ def compute(cfg: dict, name: str) -> tuple[pd.DataFrame | dict | None, pd.DataFr
         data, claims = confidence_scatter(cfg)
     elif name == "fig12":
         data, claims = training_curves(cfg)
+    elif name == "budget":
+        data, claims = budget_curve(cfg)
     elif name == "table1":
         tables["table1"], claims = table1(cfg)
     elif name == "table2":

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 METHODS = {"raw": "RAW", "raw_gd": "RAW + GD", "adv": "ADV", "adv_gd": "ADV + GD", "alp": "ALP", "alp_gd": "ALP + GD",
-           "alp_aw": "ALP + AW", "trades": "TRADES", "aalp": "AALP"}
+           "alp_aw": "ALP + AW", "trades": "TRADES", "aalp": "AALP",
+           "aalp-alp": "AALP − ALP"}  # the budget curve's claims: the paired difference
 PARAMS = {"lambda": "λ", "beta": "β"}
 SETS = {"consistent": "Consistent", "inconsistent": "Inconsistent", "clean_wrong": "clean wrong (neither set)"}
 ATTACKS = {"clean": "clean", "fgsm": "FGSM", "autoattack": "AutoAttack"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import config as C
 from ..core.checks import AUTOATTACK_FLAGS, COLLAPSE_FLAGS
 
 FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd": "AutoAttack accuracy above PGD",
@@ -77,18 +78,22 @@ def compared(check: str, acc: dict[str, float], shares: dict | None = None) -> s
     return _pair(acc, pick.get(weak), pick.get(strong))
 
 
-def short_pgd_note(eps: float, step: float, acc: dict[str, float]) -> str:
-    """For a fired pgd_above_fgsm whose PGD-k above FGSM all travel less than eps (k · step < eps, the
-    evaluation's step): why that is no sign of masking. PGD-k moves at most k · step from its random start,
-    while FGSM's one step puts every pixel at ±eps, so a short PGD can leave more accuracy than FGSM on a
-    model that large perturbations break. '' otherwise."""
+def short_pgd_note(eps: float, step, acc: dict[str, float]) -> str:
+    """For a fired pgd_above_fgsm whose PGD-k above FGSM all travel less than eps (k · step < eps, with the
+    evaluation's step of each k: `step` a number, the same for every k, or a function of k, config.eval_step):
+    why that is no sign of masking. PGD-k moves at most k · step from its random start, while FGSM's one step puts
+    every pixel at ±eps, so a short PGD can leave more accuracy than FGSM on a model that large perturbations
+    break. '' otherwise."""
     if "fgsm" not in acc:
         return ""
-    above = [(m, int(m[3:]), a) for m in _series(acc, "pgd") for a in [acc[m]] if a > acc["fgsm"]]
-    if not above or any(k * step >= eps for _, k, _ in above):
+    step_of = step if callable(step) else lambda k: step
+    above = [(k, step_of(k)) for m in _series(acc, "pgd") if acc[m] > acc["fgsm"] for k in [int(m[3:])]]
+    if not above or any(k * s >= eps for k, s in above):
         return ""
-    reach = max(k for _, k, _ in above) * step
-    return (f"PGD-k travels at most k · {step:g} ≤ {reach:g} from its random start, less than eps {eps:g}, while "
+    reach = max(k * s for k, s in above)
+    each = {s for _, s in above}
+    how = f"k · {each.pop():g}" if len(each) == 1 else "k times its step"
+    return (f"PGD-k travels at most {how} ≤ {reach:g} from its random start, less than eps {eps:g}, while "
             "FGSM's one step moves every pixel by eps: not a sign of masking")
 
 
@@ -96,14 +101,14 @@ def check_rows(cfg: dict, d: str, m: str, s: int, met: dict, subset: dict[str, f
     """Every check of one run (metrics.json `met`): dataset, method, seed, check, fired, kind and text (the
     fired ones: KINDS and 'FLAG_TEXT: the accuracies compared[; why no sign of masking]'). subset: the run's
     accuracies on AutoAttack's samples (autoattack_subset), which the AutoAttack flags compare."""
-    att = cfg["experiments"][d]["attack"]
+    eps = float(cfg["experiments"][d]["attack"]["eps"])
     rows = []
     for check, fired in met["checks"].items():
         kind = text = ""
         if fired:
             acc = subset if check in AUTOATTACK_FLAGS and subset else met["accuracy"]
             why = compared(check, acc, met.get("class_shares"))
-            note = short_pgd_note(float(att["eps"]), float(att["step"]), acc) if check == "pgd_above_fgsm" else ""
+            note = (short_pgd_note(eps, lambda k: C.eval_step(cfg, d, k), acc) if check == "pgd_above_fgsm" else "")
             kind = "collapsed" if check in COLLAPSE_FLAGS else "explained" if note else "warn"
             where = f" on the first {met['n_samples_autoattack']:,} test images" if check in AUTOATTACK_FLAGS else ""
             text = FLAG_TEXT.get(check, check) + (f": {why}{where}" if why else "") + (f"; {note}" if note else "")

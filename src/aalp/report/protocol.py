@@ -13,7 +13,10 @@ EXPERIMENT_FIELDS = {"model": "model", "epochs": "epochs", "batch_size": "batch 
                      "augment": "augmentation"}
 EVALUATION_FIELDS = {"n_samples": "test samples attacked", "autoattack_samples": "AutoAttack samples",
                      "autoattack_steps": "AutoAttack iterations", "autoattack_queries": "AutoAttack Square queries",
-                     "autoattack_methods": "AutoAttack on the methods", "cw_kappa": "CW margin κ"}
+                     "autoattack_methods": "AutoAttack on the methods", "cw_kappa": "CW margin κ",
+                     "step_rule": "evaluation step"}
+STEP_RULES = {"fixed": "fixed: the dataset attack's step for every PGD-k and CW-k",
+              "reach": "reach: 2.5 · eps / k where k of the dataset attack's steps cannot cross the ball"}
 EVERYTHING = {"n_samples": "the whole test set", "autoattack_samples": "every attacked sample",
               "autoattack_methods": "every method", "n_train": "the whole training set", "n_test": "the whole test set"}
 
@@ -36,6 +39,8 @@ def _num(v) -> str:
 def _value(v, key: str = "") -> str:
     if v is None:
         return EVERYTHING.get(key, "none")
+    if key == "step_rule":
+        return STEP_RULES[v]
     if isinstance(v, (list, tuple)):
         return ", ".join(_value(x) for x in v)
     return _num(v)
@@ -93,7 +98,7 @@ def deviations(cfg: dict, paper: dict | None = None) -> list[dict]:
     Compared: the dataset (a stand-in for the paper's, a subset of it), each experiment's model, epochs,
     batch size, learning rate and augmentation, each method's training attack (dataset attack with the
     method's overrides), the methods run, the seeds, the evaluation attacks and their sample counts, and
-    the sweeps."""
+    the sweeps, and the evaluation step rule."""
     paper = paper_params() if paper is None else paper
     if paper is None:
         return []

@@ -5,7 +5,9 @@ these return."""
 from __future__ import annotations
 
 import pandas as pd
+from markupsafe import escape
 
+from .anchors import anchors, cell_anchors
 from .labels import accuracy_name, attack_name, method_name, set_name, table1_name
 from .tablehtml import delta, html_table, minus, n_text
 from .units import DIFF_POINTS, metric_label, ours_text, sample_counts
@@ -41,8 +43,10 @@ def table1_html(g: pd.DataFrame) -> str:
 
 def table2_html(d: pd.DataFrame) -> str:
     """One dataset's rows of table2.csv: a row per method (n beside its name), a column per accuracy; each
-    cell ours, then the paper's and Δ where the paper has them (Δ red beyond DIFF_POINTS)."""
+    cell ours, then the paper's and Δ where the paper has them (Δ red beyond DIFF_POINTS), then the independent
+    implementations of the same protocol (anchors.py; their network where it is not this set's model)."""
     counts = sample_counts(d)
+    anchor, model = anchors(d.source.iloc[0]), d.model.iloc[0]
     metrics = list(dict.fromkeys(d.metric))
     header = ["method"] + [metric_label(m, counts).replace(m, attack_name(m), 1) for m in metrics]
     rows = []
@@ -60,6 +64,7 @@ def table2_html(d: pd.DataFrame) -> str:
                 dl = delta(r.ours_mean, r.paper)
                 html += (f'<br><span class="small">paper {_num(r.paper)}<br>'
                          f'<span class="{dl["cls"].replace("num", "").strip()}">Δ {dl["text"]}</span></span>')
+            html += "".join(f'<br><span class="small">{escape(a)}</span>' for a in cell_anchors(anchor, method, m, model))
             row.append({"html": html, "cls": "num"})
         rows.append(row)
     return html_table(header, rows, cls="table2")

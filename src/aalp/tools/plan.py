@@ -13,6 +13,8 @@ to its full size and the DAG's jobs are added up:
   are negligible beside the network). AutoAttack is an upper bound: every sample
   survives every component (APGD-CE, APGD-T and FAB-T with 9 targets, Square), which a robust model
   approaches and a weak one never does.
+- evaluate_snapshot (one per kept snapshot of `training.snapshot_steps`): the same arithmetic for
+  `evaluation.snapshot_attacks` on the first `evaluation.snapshot_samples` test images.
 - analyze (one per analysed run, plus one pass per kept snapshot of the checkpoint runs): contributions over
   the analysed samples (timed forward passes), and the training attack and Grad-CAM on the first
   max(`cam_samples`, `cam_metric_samples`) test samples (the grid's and the metrics' images), in batches.
@@ -29,7 +31,7 @@ import torch
 
 from .. import config as C, pipeline as P
 from ..core import models
-from ..core.attacks import EvalAttack, attack_groups
+from ..core.attacks import attack_groups, with_steps
 from ..core.training import Trainer, speed_options, select_device
 
 REPORT_SECONDS = 10.0  # one notebook or the front page on one core (measured: 2-6 s on the CI set), not timed here
@@ -127,7 +129,8 @@ def _cost_class(cfg: dict, dataset: str, method: str) -> tuple:
 
 def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
     """One row per job kind: kind, what, count, seconds_each, hours (count x seconds_each / 3600), cpu_only, and
-    runs: the "dataset/method" names whose jobs the row counts (`window` reads each one's estimate from them)."""
+    runs: the "dataset/method" names whose jobs the row counts (`window` reads each one's estimate from them; a run has
+    per_run of them, default 1)."""
     timer = timer or Timer(select_device(cfg["training"]["device"]))
     tcfg, ecfg = cfg["training"], cfg["evaluation"]
     runs = list(C.runs(cfg))
@@ -160,9 +163,21 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         sec = steps * step_cache[key] + exp["epochs"] * probe
         rows.append({"kind": "train", "what": f"{d}/{m}", "count": count, "seconds_each": sec, "runs": [f"{d}/{m}"]})
 
+    def attack_seconds(d, names, train_steps, n, n_aa):  # one evaluation: its attacks on n samples, AutoAttack on n_aa
+        bs = ecfg["batch_size"]
+        f, fb = passes(d, bs)
+        per_batch, aa = max(train_steps, 1) * fb, 0.0  # the run's training attack
+        step = cfg["experiments"][d]["attack"]["step"]  # PGD-k/CW-k of one step share a trajectory
+        for g, members in attack_groups(with_steps(names, lambda k: C.eval_step(cfg, d, k), step)).items():
+            if g == "autoattack":
+                s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
+                aa = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
+            else:  # fgsm: one forward-backward; PGD-k, CW-k: one shared trajectory of the largest k each
+                per_batch += max(max(a.steps for a in members), 1) * fb
+        return math.ceil(n / bs) * per_batch + math.ceil(n_aa / bs) * aa, aa > 0
+
     # evaluate: per dataset, attack list and training attack (the attacks do not depend on the method, except
     # its training attack and whether evaluation.autoattack_methods gives it AutoAttack)
-    aa_cache: dict = {}
     for d in cfg["experiments"]:
         key_of = {m: (tuple(C.eval_attacks(cfg, d, m)), C.train_attack(cfg, d, C.base_method(cfg, d, m)).steps)
                   for dd, m, _ in runs if dd == d}
@@ -170,24 +185,22 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         _, n_test, _ = dataset_size(cfg, d)
         n = n_test if ecfg["n_samples"] is None else min(ecfg["n_samples"], n_test)
         n_aa = n if ecfg["autoattack_samples"] is None else min(ecfg["autoattack_samples"], n)
-        bs = ecfg["batch_size"]
-        batches, aa_batches = math.ceil(n / bs), math.ceil(n_aa / bs)
-        f, fb = passes(d, bs)
         for (names, train_steps), count in by_attacks.items():
-            per_batch = max(train_steps, 1) * fb  # the run's training attack
-            aa = 0.0
-            for g, members in attack_groups([EvalAttack.parse(a) for a in names]).items():
-                if g == "autoattack":
-                    s_, q = ecfg["autoattack_steps"], ecfg["autoattack_queries"]
-                    aa = s_ * fb + 2 * AA_TARGETS * s_ * fb + q * f  # APGD-CE + APGD-T, FAB-T (~fb each) + Square
-                    aa_cache[d] = aa
-                else:  # fgsm: one forward-backward; PGD-k, CW-k: one shared trajectory of the largest k each
-                    per_batch += max(max(a.steps for a in members), 1) * fb
-            sec = batches * per_batch + aa_batches * aa
+            sec, aa = attack_seconds(d, names, train_steps, n, n_aa)
             what = "AutoAttack as an upper bound" if aa else ("no AutoAttack" if "autoattack" in ecfg["attacks"] else "")
             rows.append({"kind": "evaluate", "what": f"{d} (all attacks{', ' + what if what else ''})",
                          "count": count, "seconds_each": sec, "runs": [f"{d}/{m}" for m, k in key_of.items()
                                                                          if k == (names, train_steps)]})
+
+    # evaluate_snapshot: one per kept snapshot to evaluate (training.snapshot_steps), its attacks on the first
+    # evaluation.snapshot_samples test images, AutoAttack on all of them
+    snaps: Counter = Counter((d, m) for d, m, _, _ in P.snapshot_runs(cfg))
+    for (d, m), count in snaps.items():
+        n = min(ecfg["snapshot_samples"], dataset_size(cfg, d)[1])
+        sec, aa = attack_seconds(d, ecfg["snapshot_attacks"], C.train_attack(cfg, d, m).steps, n, n)
+        rows.append({"kind": "evaluate_snapshot", "what": f"{d}/{m} ({', '.join(ecfg['snapshot_attacks'])} on {n} "
+                     f"samples{', AutoAttack as an upper bound' if aa else ''})", "count": count, "seconds_each": sec,
+                     "runs": [f"{d}/{m}"], "per_run": len(cfg["training"]["snapshot_steps"])})
 
     # analyze
     a = cfg.get("analysis", {})
@@ -207,10 +220,11 @@ def plan(cfg: dict, timer: Timer | None = None) -> list[dict]:
         one = math.ceil(n / abs_) * f + math.ceil(cams / abs_) * (k + 2) * fb  # contributions; attack and Grad-CAM
         snapshots = 0
         for m, s in d_runs:
-            if f"{d}/{m}" in ck_runs and tcfg["checkpoint_every"]:
+            if f"{d}/{m}" in ck_runs:  # its kept snapshots: checkpoint_every's multiples and snapshot_steps
                 spec = C.run_spec(cfg, d, m, s)
                 n_train, _, _ = dataset_size(cfg, d)
-                snapshots += (cfg["experiments"][d]["epochs"] * math.ceil(n_train / spec.batch_size)) // tcfg["checkpoint_every"]
+                steps, every = cfg["experiments"][d]["epochs"] * math.ceil(n_train / spec.batch_size), tcfg["checkpoint_every"]
+                snapshots += len(set(range(every, steps + 1, every) if every else []) | set(tcfg.get("snapshot_steps", [])))
         rows.append({"kind": "analyze", "what": d, "count": len(d_runs), "seconds_each": one * (1 + snapshots / len(d_runs)),
                      "runs": list(dict.fromkeys(f"{d}/{m}" for m, _ in d_runs))})
 
@@ -228,10 +242,10 @@ def total_hours(rows: list[dict], device_only: bool = True) -> float:
 
 
 def format_plan(rows: list[dict], device: str) -> str:
-    w = max(len(r["what"]) for r in rows)
-    lines = [f"{'job':<9} {'what':<{w}} {'count':>6} {'s/job':>10} {'hours':>9}"]
+    w, k = max(len(r["what"]) for r in rows), max(9, *(len(r["kind"]) for r in rows))
+    lines = [f"{'job':<{k}} {'what':<{w}} {'count':>6} {'s/job':>10} {'hours':>9}"]
     for r in rows:
-        lines.append(f"{r['kind']:<9} {r['what']:<{w}} {r['count']:>6} {r['seconds_each']:>10.1f} {r['hours']:>9.2f}")
+        lines.append(f"{r['kind']:<{k}} {r['what']:<{w}} {r['count']:>6} {r['seconds_each']:>10.1f} {r['hours']:>9.2f}")
     dev, cpu = total_hours(rows), sum(r["hours"] for r in rows if r["cpu_only"])
     lines.append(f"total: {dev:.1f} {device} hours for the device jobs (train, evaluate, analyze), one job at a time; "
                  f"+ {cpu:.2f} CPU hours of reports")

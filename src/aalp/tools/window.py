@@ -2,10 +2,10 @@
 set as fits in a short GPU window, on a machine with PyTorch and this repository's src/ alone (no Snakemake, no network).
 
 1. `bench speed` (LeNet, 5 steps, groups of 1 and 5) into OUT_DIR/speed.json, SPEED_S seconds at most (SPEED=0: none).
-2. The runs that PUBLISHED_DIR/manifest.json does not list and WORK_DIR does not hold finished (every output that
-   Snakemake's rule of their train, evaluate and, where the set analyses them, analyze stage declares), one (dataset,
-   method) at a time as a seed group (docs/speed.md#seed-groups) ordered by `order` and sized by `next_group`:
-   `train --seeds`, `evaluate --seeds`, `analyze --seeds` for the group's seeds that lack each, each a subprocess that
+2. The runs that PUBLISHED_DIR/manifest.json does not list and WORK_DIR does not hold finished (every output of their
+   train, evaluate and, where the set has them, analyze and snapshot stages), one (dataset, method) at a time as a seed
+   group (docs/speed.md#seed-groups) ordered by `order` and sized by `next_group`: `train --seeds`, `evaluate --seeds`,
+   `analyze --seeds`, `evaluate --seeds --snapshot <steps>` for the group's seeds that lack each, each a subprocess that
    gets SIGTERM at the deadline (training saves its resume points; an evaluation keeps its last batch's), so that a
    next call on the same WORK_DIR goes on where this one stopped and redoes nothing finished.
 3. At the end, also after the deadline or a SIGTERM: OUT_DIR, what comes back (the GPU tool: at most 8 files of 16
@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import config as C
 from ..layout import run_dir
 
-STAGES = ("train", "evaluate", "analyze")
+STAGES = ("train", "evaluate", "analyze", "evaluate_snapshot")  # the last: `evaluate --snapshot` of training.snapshot_steps
 DEADLINE_S = 780.0  # 13 minutes: a 15-minute GPU lease less its start
 SPEED_S = 120  # the speed benchmark's bound
 OVERHEAD_S = 10.0  # a stage process's start on a GPU machine (Python, torch, CUDA, the data), added per stage of a group
@@ -123,7 +123,9 @@ def stages_left(cfg: dict, d: str, m: str, s: int, analysed: set) -> list[str]:
 
     def done(st):
         t = P.TEMPLATES[st]
-        return all(Path(o.format(dataset=d, method=m, seed=s)).is_file() for o in (*t.outs, *t.metrics, *t.plots))
+        return all(Path(o.format(dataset=d, method=m, seed=s, step=n)).is_file() for o in (*t.outs, *t.metrics, *t.plots)
+                   for n in (steps if st == "evaluate_snapshot" else [None]))
+    steps = [n for dd, mm, ss, n in P.snapshot_runs(cfg) if (dd, mm, ss) == (d, m, s)]  # none: that stage is done
     return [st for st in STAGES if (st != "analyze" or (d, m, s) in analysed) and not done(st)]
 
 
@@ -153,9 +155,7 @@ def todos(cfg: dict, published: set, est: dict, named: list[str]) -> list[Todo]:
         for s, p in points.items():  # the first interrupted group whose seeds all stopped at the same step
             g = p and (p[0] or (s,))
             if g and all(points.get(x) == p for x in g):
-                from .plan import dataset_size
-
-                steps = cfg["experiments"][d]["epochs"] * -(-dataset_size(cfg, d)[0] // C.run_spec(cfg, d, m, s).batch_size)
+                steps = cfg["experiments"][d]["epochs"] * C.steps_per_epoch(cfg, d)
                 for x in g:
                     t.cost[x]["train"] *= max(0.0, 1 - p[1] / steps)
                 t.together = tuple(g)
@@ -177,8 +177,8 @@ def estimates(cfg: dict, runs: list) -> tuple[dict, str]:
     scale = float(os.environ.get("WINDOW_SCALE", 1))
     est: dict = {}
     for r in PL.plan(C.only_runs(cfg, keep), PL.Timer(select_device(cfg["training"]["device"]))):
-        for dm in r["runs"] if r["kind"] in STAGES else []:
-            est.setdefault(dm, dict.fromkeys(STAGES, 0.0))[r["kind"]] = scale * r["seconds_each"]
+        for dm in r["runs"] if r["kind"] in STAGES else []:  # a run's snapshots: one evaluation per step
+            est.setdefault(dm, dict.fromkeys(STAGES, 0.0))[r["kind"]] = scale * r["seconds_each"] * r.get("per_run", 1)
     return est, f"timed bursts (bench plan) x {scale:g}"
 
 
@@ -242,8 +242,9 @@ def run_group(cfg: dict, t: Todo, seeds: list[int], deadline: float, logs: Path)
         ("prepare", [], ["prepare", "--dataset", t.dataset], f"{t.dataset}-prepare")]
     for st in STAGES:
         if need := [s for s in seeds if st in t.cost[s]]:
-            jobs.append((st, need, [st, "--dataset", t.dataset, "--method", t.method, "--seeds", *map(str, need)],
-                         f"{t.dataset}-{t.method}-{st}"))
+            snap = ["--snapshot", *map(str, cfg["training"]["snapshot_steps"])] * (st == "evaluate_snapshot")
+            jobs.append((st, need, [st.split("_")[0], "--dataset", t.dataset, "--method", t.method, "--seeds",
+                                    *map(str, need), *snap], f"{t.dataset}-{t.method}-{st}"))
     for st, need, cmd, name in jobs:
         rc, sec, stopped = run_until([sys.executable, "-m", "aalp", *cmd], deadline, logs / f"{name}.log")
         g["stages"][st] = {"seeds": need, "actual_s": round(sec, 1), "exit": rc}
