@@ -163,7 +163,7 @@ def test_snakemakes_own_report(snakemake_run, tmp_path):
     run(f"snakemake --report {tmp_path / 'report.zip'} --directory {PROFILE}", repo)
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.endswith((".png", ".csv"))) == sorted(
-        [f"fig{n:02d}.png" for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12)] + [f"table{n}.csv" for n in (1, 2, 3, 4)])
+        [f"fig{n:02d}.png" for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12)] + ["budget.png"] + [f"table{n}.csv" for n in (1, 2, 3, 4)])
     assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)
 
 
@@ -176,7 +176,7 @@ def test_report_reads_well_in_a_real_browser(snakemake_run, tmp_path):
     r = check_site(work / "reports" / "index.html", tmp_path / "index.png")
     assert not r["problems"], "\n".join(r["problems"])
     names = {p.name for p in r["pages"]}
-    assert {"index.html", "method.html", "fig01.html", "table2.html"} <= names and len(names) == 17
+    assert {"index.html", "method.html", "fig01.html", "table2.html"} <= names and len(names) == 18  # the items, the budget page among them
     index = (work / "reports" / "index.html").read_text()
     assert "Verdicts" in index and "t-interval" in index and "Provenance" in index
     assert re.search(r"<code>([0-9a-f]{12}|src-sha256:[0-9a-f]{16})", index) and ">unknown<" not in index

@@ -127,7 +127,7 @@ def test_a_published_set_reads_well_in_a_1400_pixel_window(tmp_path):
     reports = _published_set(tmp_path)
     r = check_site(reports / "index.html", tmp_path / "index.png")
     assert not r["problems"], "\n".join(r["problems"])
-    assert len(r["pages"]) == 17
+    assert len(r["pages"]) == 18  # the front page, the method page, 16 items (the budget page among them)
     index = (reports / "index.html").read_text()
     assert 'href="method.html#choice-methods.name.lambda"' in index and 'id="cite"' in index  # rows checked above
     deviations = index.split('id="protocol"')[1].split('id="verdicts"')[0]

@@ -64,7 +64,7 @@ def table2_html(d: pd.DataFrame) -> str:
                 dl = delta(r.ours_mean, r.paper)
                 html += (f'<br><span class="small">paper {_num(r.paper)}<br>'
                          f'<span class="{dl["cls"].replace("num", "").strip()}">Δ {dl["text"]}</span></span>')
-            html += "".join(f'<br><span class="small">{escape(a)}</span>' for a in cell_anchors(anchor, method, m, model))
+            html += "".join(f'<br><span class="small wrap">{escape(a)}</span>' for a in cell_anchors(anchor, method, m, model))
             row.append({"html": html, "cls": "num"})
         rows.append(row)
     return html_table(header, rows, cls="table2")
