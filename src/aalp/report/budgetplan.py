@@ -37,24 +37,10 @@ def snapshot_metrics(cfg: dict, d: str) -> list[Path]:
             if dd == d and m in PAIR and n in steps]
 
 
-def train_size(cfg: dict, d: str) -> int:
-    """The training images of dataset d: a synthetic set's n_train, a real source's count (or its first n_train),
-    as tools/plan.py's dataset_size reads them."""
-    from ..core.sources import EXPECTED_COUNTS
-
-    ds = cfg["datasets"][d]
-    if ds["source"] == "synthetic":
-        return int(ds["n_train"])
-    n = EXPECTED_COUNTS[ds["source"]][0]
-    return min(n, int(ds.get("n_train") or n))
-
-
 def final_step(cfg: dict, d: str, m: str) -> int:
     """The training steps of a final model: epochs × batches per epoch, as core/training.py counts them
     (training.drop_last drops each epoch's last partial batch)."""
-    n, bs = train_size(cfg, d), C.run_spec(cfg, d, m, C.seeds(cfg, d, m)[0]).batch_size
-    per_epoch = n // bs if cfg["training"].get("drop_last") and n >= bs else -(-n // bs)
-    return int(cfg["experiments"][d]["epochs"]) * per_epoch
+    return int(cfg["experiments"][d]["epochs"]) * C.steps_per_epoch(cfg, d)
 
 
 def training_label(cfg: dict, d: str) -> str:

@@ -15,7 +15,8 @@ import pandas as pd
 
 from . import stats as S
 from .claims import per_seed
-from .masking import attack_name, autoattack_gaps
+from .labels import attack_name
+from .masking import autoattack_gaps
 from .scope import scope, undecided
 from .units import sample_counts
 

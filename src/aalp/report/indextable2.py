@@ -12,7 +12,8 @@ from .. import config as C
 from . import stats as S
 from .anchors import anchors, anchors_note, cell_anchors
 from .claims import per_seed
-from .masking import KIND_TEXT, attack_name, fired_lists
+from .labels import attack_name
+from .masking import KIND_TEXT, fired_lists
 from .units import DIFF_POINTS, UNITS, metric_label, no_paper_text, sample_counts
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import config as C
 from ..core.checks import AUTOATTACK_FLAGS, COLLAPSE_FLAGS
+from .labels import attack_name
 
 FLAG_TEXT = {"pgd_above_fgsm": "PGD accuracy above FGSM", "autoattack_above_pgd": "AutoAttack accuracy above PGD",
              "cw_steps_increase": "CW accuracy rises with more steps", "pgd_steps_increase": "PGD accuracy rises with more steps",
@@ -31,14 +32,6 @@ KIND_TEXT = {  # the heading of each kind, on the front page and the Table 2 pag
              "accuracies overstate robustness: AutoAttack's is the one to trust)"),
     "explained": "Checks that fired but are no sign of masking, each with the accuracies it compares and why",
 }
-
-
-def attack_name(metric: str) -> str:
-    """'pgd100' -> 'PGD-100', 'cw10' -> 'CW-10', 'fgsm' -> 'FGSM', 'autoattack' -> 'AutoAttack'."""
-    for kind, name in (("pgd", "PGD"), ("cw", "CW")):
-        if metric.startswith(kind) and metric[len(kind):].isdigit():
-            return f"{name}-{metric[len(kind):]}"
-    return {"fgsm": "FGSM", "autoattack": "AutoAttack", "clean": "clean", "train": "training attack"}.get(metric, metric)
 
 
 def _series(acc: dict, kind: str) -> list[str]:
