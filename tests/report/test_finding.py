@@ -167,3 +167,23 @@ def test_the_training_attack_column_says_what_it_measures():
     assert "(RAW)" in text
     cfg["methods"]["raw"]["attack"] = {}
     assert "PGD-40, ε 0.3, step 0.01, random start (RAW); PGD-10, ε 0.3, step 0.075, random start (ALP)" in train_text(cfg)
+
+
+def test_clean_accuracy_is_given_a_direction_only_when_its_interval_excludes_zero():
+    rows = [{"mean": -1.6}, {"mean": -2.2}]
+    moved = F.clean_text(S.Interval(0.26, 0.14, 5), rows)
+    assert moved == "Clean accuracy moves the other way: AALP − ALP +0.26 ± 0.14 points (5 paired seeds)."
+    assert F.clean_text(S.Interval(0.80, 2.28, 3), rows) == ("Clean accuracy: AALP − ALP +0.80 ± 2.28 points (3 paired "
+                                                             "seeds); its interval contains 0.")
+    assert F.clean_text(None, rows) == ""
+
+
+def test_attack_strength_names_alp_and_aalp_and_claims_overstatement_only_when_autoattack_is_lower():
+    def subset(aa_minus_pgd):
+        return pd.DataFrame([{"dataset": "d", "method": m, "seed": s, "metric": k, "value": v, "n_samples": 100}
+                             for m in ("raw", "alp", "aalp") for s, gap in enumerate(aa_minus_pgd)
+                             for k, v in (("pgd20", 50.0), ("autoattack", 50.0 + gap))])
+    lower = F.strength_text(subset([-2.0, -1.0]), "d")
+    assert "RAW" not in lower and "ALP −2.0 to −1.0 points (2 seeds)" in lower and "over-states robustness" in lower
+    mixed = F.strength_text(subset([-2.0, 1.0]), "d")
+    assert "is compared with PGD-20" in mixed and "over-states" not in mixed

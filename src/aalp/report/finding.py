@@ -81,15 +81,16 @@ def headline(rows: list[dict]) -> str:
 
 def strength_text(subset: pd.DataFrame, d: str) -> str:
     """How much lower AutoAttack goes than the strongest PGD-k on the same images, per method ('' without)."""
-    gaps = [g for g in autoattack_gaps(subset) if g["dataset"] == d]
+    gaps = [g for g in autoattack_gaps(subset) if g["dataset"] == d and g["method"] in ("alp", "aalp")]
     if not gaps:
         return ""
     per = "; ".join(f"{g['method'].upper()} {_range(g['gaps'])} points ({len(g['gaps'])} seeds)" for g in gaps)
-    g0 = gaps[0]
-    return (f"Attack strength: on the same first {g0['n']:,} test images, AutoAttack leaves less accuracy than "
-            f"{attack_name(g0['pgd'])}, the strongest PGD-k there (AutoAttack − {attack_name(g0['pgd'])}, per seed: "
-            f"{per}). Every PGD and CW number on this page over-states robustness by about that much; AutoAttack, "
-            "run on those images only, is the one to trust.")
+    g0, lower = gaps[0], all(x < 0 for g in gaps for x in g["gaps"])
+    head = (f"Attack strength: on the same first {g0['n']:,} test images, AutoAttack "
+            + ("leaves less accuracy than" if lower else "is compared with")
+            + f" {attack_name(g0['pgd'])}, the strongest PGD-k there (AutoAttack − {attack_name(g0['pgd'])}, per seed: {per}).")
+    return head + (" Every PGD and CW number on this page over-states robustness by about that much; AutoAttack, "
+                   "run on those images only, is the one to trust." if lower else "")
 
 
 def _range(xs: list[float]) -> str:
@@ -169,8 +170,7 @@ def finding_section(cfg: dict, table: pd.DataFrame, table2: pd.DataFrame, subset
         out.append({
             "dataset": d, "scope": where, "headline": headline(rows),
             "numbers": f"AALP − ALP in points of accuracy, mean ± 95% t half-width over paired seeds: {numbers}.",
-            "clean": (f"Clean accuracy moves {'the other way' if _opposite(clean, rows) else 'alongside'}: AALP − ALP "
-                      f"{_interval(clean)} points ({clean.n} paired seeds)." if clean else ""),
+            "clean": clean_text(clean, rows),
             "undecided": undecided(cfg, d), "strength": strength_text(subset, d),
             "svg": figure_svg(finding_figure(rows, clean, f"{d}: AALP − ALP at {where}", clean_paper(table, d))),
             "caption": CAPTION.format(source=source.upper() if source in ("mnist", "svhn") else source)})
@@ -183,6 +183,16 @@ def _key_rows(rows: list[dict]) -> list[dict]:
         ks = [r for r in rows if r["metric"].startswith(kind) and r["metric"][len(kind):].isdigit()]
         return [max(ks, key=lambda r: int(r["metric"][len(kind):]))] if ks else []
     return longest("pgd") + longest("cw") + [r for r in rows if r["metric"] == "autoattack"]
+
+
+def clean_text(clean: S.Interval | None, rows: list[dict]) -> str:
+    """Clean accuracy beside the robust rows: which way it moves, said only where its interval excludes 0."""
+    if clean is None:
+        return ""
+    number = f"AALP − ALP {_interval(clean)} points ({clean.n} paired seeds)"
+    if clean.n < 2 or not (clean.lo > 0 or clean.hi < 0):
+        return f"Clean accuracy: {number}; its interval contains 0."
+    return f"Clean accuracy moves {'the other way' if _opposite(clean, rows) else 'alongside'}: {number}."
 
 
 def _opposite(clean: S.Interval, rows: list[dict]) -> bool:

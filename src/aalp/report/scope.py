@@ -116,16 +116,22 @@ def _tested(cfg: dict, claim: Claim, dataset: str) -> bool:
     return any(d == dataset for d, _ in models(cfg, claim.item))
 
 
+def _and(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _other_data(cfg: dict, dataset: str) -> str | None:
     """The claims tested here that the paper showed only on other data, grouped by that data."""
     src = cfg["datasets"][dataset]["source"]
     by_data: dict[str, list[str]] = {}
     for c in CLAIMS:
         if c.sources and src not in c.sources and _tested(cfg, c, dataset):
-            by_data.setdefault(", ".join(PAPER_NAMES.get(s, s) for s in c.sources), []).append(c.shown)
+            items = by_data.setdefault(", ".join(PAPER_NAMES.get(s, s) for s in c.sources), [])
+            items += [s for s in c.shown.split(", ") if s not in items]  # 'Fig. 3, Table 1': one item each, once
     if not by_data:
         return None
-    shown = "; ".join(f"{' and '.join(items)} on {data}" for data, items in by_data.items())
+    shown = "; ".join(f"{_and(items)} on {data}" for data, items in by_data.items())
     return f"whether the paper's data shows what this set shows: {shown} (tested here on {PAPER_NAMES.get(src, src)})"
 
 
