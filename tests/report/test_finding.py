@@ -187,3 +187,10 @@ def test_attack_strength_names_alp_and_aalp_and_claims_overstatement_only_when_a
     assert "RAW" not in lower and "ALP −2.0 to −1.0 points (2 seeds)" in lower and "over-states robustness" in lower
     mixed = F.strength_text(subset([-2.0, 1.0]), "d")
     assert "is compared with PGD-20" in mixed and "over-states" not in mixed
+
+
+def test_the_caption_promises_the_papers_markers_only_where_the_paper_has_numbers():
+    with_paper = F.caption([{"paper": 1.82}, {"paper": math.nan}], "mnist")
+    assert with_paper.endswith("red diamond: the paper's AALP − ALP for the same attack (its Table 2, MNIST).")
+    without = F.caption([{"paper": math.nan}], "fashion_mnist")
+    assert "red diamond" not in without and without.endswith("The paper has no numbers for fashion_mnist.")

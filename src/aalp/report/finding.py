@@ -173,7 +173,7 @@ def finding_section(cfg: dict, table: pd.DataFrame, table2: pd.DataFrame, subset
             "clean": clean_text(clean, rows),
             "undecided": undecided(cfg, d), "strength": strength_text(subset, d),
             "svg": figure_svg(finding_figure(rows, clean, f"{d}: AALP − ALP at {where}", clean_paper(table, d))),
-            "caption": CAPTION.format(source=source.upper() if source in ("mnist", "svhn") else source)})
+            "caption": caption(rows, source)})
     return out
 
 
@@ -183,6 +183,14 @@ def _key_rows(rows: list[dict]) -> list[dict]:
         ks = [r for r in rows if r["metric"].startswith(kind) and r["metric"][len(kind):].isdigit()]
         return [max(ks, key=lambda r: int(r["metric"][len(kind):]))] if ks else []
     return longest("pgd") + longest("cw") + [r for r in rows if r["metric"] == "autoattack"]
+
+
+def caption(rows: list[dict], source: str) -> str:
+    """The figure's caption; the red diamonds only where the paper has a number for this dataset."""
+    name = {"mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10"}.get(source, source)
+    if any(r["paper"] == r["paper"] for r in rows):
+        return CAPTION.format(source=name)
+    return CAPTION.split("; red diamond")[0] + f". The paper has no numbers for {name}."
 
 
 def clean_text(clean: S.Interval | None, rows: list[dict]) -> str:
